@@ -1,0 +1,2 @@
+//! hibiki
+pub mod proto;

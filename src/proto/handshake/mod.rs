@@ -1,0 +1,1 @@
+//! The opening handshake (RFC 6455 §4). SKELETON.
