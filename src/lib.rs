@@ -1,2 +1,4 @@
 //! hibiki
 pub mod proto;
+pub mod reactor;
+pub mod app;

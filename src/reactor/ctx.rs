@@ -1,0 +1,165 @@
+//! What a [`Handler`](super::Handler) callback can do: send, close, reach its worker's state.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::Handler;
+use super::handle::{ConnId, Handle};
+use super::worker::Core;
+use crate::proto::{CloseCode, MessageKind};
+
+/// The worker a callback runs on: its connections, its state, its handle.
+pub struct WorkerCtx<'a, H: Handler> {
+    pub(crate) core: &'a mut Core<H::Command>,
+    pub(crate) local: &'a mut H::Local,
+}
+
+impl<H: Handler> std::fmt::Debug for WorkerCtx<'_, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerCtx").field("worker", &self.core.index).finish()
+    }
+}
+
+impl<'a, H: Handler> WorkerCtx<'a, H> {
+    /// This worker's index.
+    pub fn worker(&self) -> usize {
+        self.core.index
+    }
+
+    /// This worker's state.
+    pub fn local(&mut self) -> &mut H::Local {
+        self.local
+    }
+
+    /// A handle to every worker.
+    pub fn handle(&self) -> &Handle<H::Command> {
+        self.core.handle()
+    }
+
+    /// The time of this loop turn (read once per turn).
+    pub fn now(&self) -> Instant {
+        self.core.now
+    }
+
+    /// Sends a message to a connection of this worker (framed and, if negotiated, compressed
+    /// for it). Returns false if it is gone, closing, or on another worker.
+    pub fn send_to(&mut self, to: ConnId, kind: MessageKind, payload: &[u8]) -> bool {
+        self.core.send(to, kind, payload)
+    }
+
+    /// Queues a frame encoded once for many (see [`crate::proto::frame::encode_frame_bytes`]):
+    /// no copy per recipient. Returns false if the connection is gone or closing.
+    pub fn send_frame_to(&mut self, to: ConnId, frame: &Bytes) -> bool {
+        self.core.send_frame(to, frame, false)
+    }
+
+    /// As [`send_frame_to`](Self::send_frame_to), but dropped (and counted) when the
+    /// connection is past its soft outbound budget.
+    pub fn send_volatile_to(&mut self, to: ConnId, frame: &Bytes) -> bool {
+        self.core.send_frame(to, frame, true)
+    }
+
+    /// Starts the closing handshake with a connection of this worker.
+    pub fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) -> bool {
+        self.core.close(id, code, reason)
+    }
+
+    /// Whether a connection of this worker is open for sending.
+    pub fn is_open(&self, id: ConnId) -> bool {
+        self.core.is_open(id)
+    }
+
+    /// Outbound bytes queued for a connection of this worker.
+    pub fn buffered(&self, id: ConnId) -> usize {
+        self.core.buffered(id)
+    }
+}
+
+/// A callback's view of one connection, plus its worker (through `Deref`).
+pub struct Ctx<'a, H: Handler> {
+    pub(crate) worker: WorkerCtx<'a, H>,
+    pub(crate) session: &'a mut H::Session,
+    pub(crate) id: ConnId,
+}
+
+impl<H: Handler> std::fmt::Debug for Ctx<'_, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").field("id", &self.id).finish()
+    }
+}
+
+impl<'a, H: Handler> std::ops::Deref for Ctx<'a, H> {
+    type Target = WorkerCtx<'a, H>;
+    fn deref(&self) -> &Self::Target {
+        &self.worker
+    }
+}
+
+impl<H: Handler> std::ops::DerefMut for Ctx<'_, H> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.worker
+    }
+}
+
+impl<H: Handler> Ctx<'_, H> {
+    /// This connection's id.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// This connection's state.
+    pub fn session(&mut self) -> &mut H::Session {
+        self.session
+    }
+
+    /// This connection's state and its worker's state, at once.
+    pub fn parts(&mut self) -> (&mut H::Session, &mut H::Local) {
+        (self.session, self.worker.local)
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.worker.core.peer(self.id)
+    }
+
+    /// Sends a message to this connection. Replies to the connection being served are
+    /// corked: all of them leave in one write at the end of the read.
+    pub fn send(&mut self, kind: MessageKind, payload: &[u8]) -> bool {
+        let id = self.id;
+        self.worker.core.send(id, kind, payload)
+    }
+
+    /// Sends a text message.
+    pub fn send_text(&mut self, text: &str) -> bool {
+        self.send(MessageKind::Text, text.as_bytes())
+    }
+
+    /// Sends a binary message.
+    pub fn send_binary(&mut self, data: &[u8]) -> bool {
+        self.send(MessageKind::Binary, data)
+    }
+
+    /// Queues a frame encoded once for many.
+    pub fn send_frame(&mut self, frame: &Bytes) -> bool {
+        let id = self.id;
+        self.worker.core.send_frame(id, frame, false)
+    }
+
+    /// Starts the closing handshake.
+    pub fn close_self(&mut self, code: CloseCode, reason: &str) -> bool {
+        let id = self.id;
+        self.worker.core.close(id, code, reason)
+    }
+
+    /// Outbound bytes queued for this connection.
+    pub fn buffered_self(&self) -> usize {
+        self.worker.core.buffered(self.id)
+    }
+
+    /// Whether this connection is past its soft outbound budget.
+    pub fn is_backpressured(&self) -> bool {
+        self.worker.core.buffered(self.id) > self.worker.core.config.soft_outbound_limit
+    }
+}
