@@ -617,10 +617,11 @@ impl<H: Handler> Worker<H> {
                     Ok(up) => up,
                     Err(e) => return Outcome::Reject(e, Rejection::BadRequest),
                 };
-                let params = config.deflate.as_ref().and_then(|d| d.negotiate(up.extensions()).map(|p| (p, d)));
-                let extension = params.map(|(p, _)| p.to_header_value());
+                let negotiated = config.deflate.as_ref().and_then(|d| d.negotiate_response(up.extensions()).map(|p| (p, d)));
+                let params = negotiated.as_ref().map(|((p, _), d)| (*p, *d));
+                let extension = negotiated.as_ref().map(|((_, header), _)| header.as_str());
                 let mut response = Vec::with_capacity(256);
-                response::write_accept(up.key(), protocol, extension.as_deref(), &mut response);
+                response::write_accept(up.key(), protocol, extension, &mut response);
                 let limits = config.limits.clone();
                 let ws = match params {
                     Some((p, d)) => Connection::with_deflate(crate::proto::Role::Server, limits, p, d),
