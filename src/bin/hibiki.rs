@@ -95,7 +95,8 @@ fn serve(args: ServeArgs) -> std::io::Result<()> {
     let server = builder.start(ServeApp)?;
     tracing::info!(addr = %server.local_addr(), threads, "hibiki serve listening");
     let handle = server.handle();
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             tracing::info!(signal, "shutting down: closing connections with 1001");

@@ -62,6 +62,11 @@ pub(crate) struct Conn {
     pub(crate) backpressured: bool,
     /// The peer's close code, when it sent one, for `on_close`.
     pub(crate) close_code: Option<(crate::proto::CloseCode, String)>,
+    /// `on_close` ran and the counters settled: what is left is the TCP teardown.
+    pub(crate) finalized: bool,
+    /// The loop turn of the last read, and the bytes read in it (the read budget).
+    pub(crate) read_turn: u32,
+    pub(crate) read_used: usize,
 }
 
 impl Conn {
@@ -85,6 +90,9 @@ impl Conn {
             closing_since: None,
             backpressured: false,
             close_code: None,
+            finalized: false,
+            read_turn: u32::MAX,
+            read_used: 0,
         }
     }
 

@@ -147,7 +147,12 @@ pub trait Handler: Send + Sync + Sized + 'static {
     ///
     /// The default answers `/healthz` with 200 and everything else with 404, upgrades included;
     /// override it to accept upgrades.
-    fn on_request(&self, request: &Request<'_, '_>, upgrade: bool, peer: SocketAddr) -> Decision<Self::Session> {
+    fn on_request(
+        &self,
+        request: &Request<'_, '_>,
+        upgrade: bool,
+        peer: SocketAddr,
+    ) -> Decision<Self::Session> {
         let _ = (upgrade, peer);
         match request.path() {
             "/healthz" => Decision::Respond(HttpResponse::text(200, "ok\n")),

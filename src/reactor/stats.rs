@@ -152,7 +152,8 @@ impl WorkerStats<'_> {
         if abnormal {
             bump(&self.0.abnormal, 1);
         }
-        let slot = COUNTED_CLOSE_CODES.iter().position(|&c| c == code.0).unwrap_or(COUNTED_CLOSE_CODES.len() - 1);
+        let slot =
+            COUNTED_CLOSE_CODES.iter().position(|&c| c == code.0).unwrap_or(COUNTED_CLOSE_CODES.len() - 1);
         bump(&self.0.close_codes[slot], 1);
     }
     pub(crate) fn message_in(self) {

@@ -45,4 +45,3 @@ pub(crate) fn read_buf(stream: &mio::net::TcpStream, buf: &mut BytesMut, want: u
     unsafe { buf.advance_mut(n) };
     Ok(n)
 }
-

@@ -32,6 +32,9 @@ const READ_SIZE: usize = 64 * 1024;
 const ACCEPT_BATCH: usize = 128;
 /// Frames up to this size are copied into the cork rather than queued as their own iovec.
 const CORK_COPY_MAX: usize = 2048;
+/// Bytes read from one connection per loop turn before the others get their turn (and the
+/// queues are flushed); the rest is read next turn.
+const READ_BUDGET: usize = 512 * 1024;
 /// Resolution of the timing wheel.
 const TICK: Duration = Duration::from_millis(20);
 
@@ -50,6 +53,7 @@ pub(crate) struct Core<C> {
     /// Connections with queued frames to flush at the end of the turn.
     dirty: Vec<usize>,
     next_generation: u32,
+    wheel: Wheel,
 }
 
 impl<C: Send + 'static> Core<C> {
@@ -127,6 +131,7 @@ impl<C: Send + 'static> Core<C> {
         conn.ending = Ending::Linger;
         conn.closing_since.get_or_insert(self.tick);
         self.mark_dirty(key);
+        self.reschedule(key);
     }
 
     pub(crate) fn send(&mut self, id: ConnId, kind: MessageKind, payload: &[u8]) -> bool {
@@ -202,7 +207,45 @@ impl<C: Send + 'static> Core<C> {
         }
         conn.closing_since = Some(self.tick);
         self.mark_dirty(key);
+        self.reschedule(key);
         true
+    }
+
+    pub(crate) fn reschedule(&mut self, key: usize) {
+        let Some(conn) = self.conns.get(key) else { return };
+        let config = &self.config;
+        let at = |tick: u64, d: Duration| tick + ticks(d);
+        let due = if conn.ending != Ending::No || conn.closing_since.is_some() {
+            at(conn.closing_since.unwrap_or(self.tick), config.close_timeout)
+        } else {
+            match &conn.phase {
+                Phase::Open(_) => {
+                    let mut due = u64::MAX;
+                    if let Some(sent) = conn.ping_sent {
+                        due = due.min(at(sent, config.ping_timeout));
+                    } else if let Some(interval) = config.ping_interval {
+                        due = due.min(at(conn.last_read, interval));
+                    }
+                    if let Some(idle) = config.idle_timeout {
+                        due = due.min(at(conn.last_message, idle));
+                    }
+                    due
+                }
+                _ => at(conn.last_read, config.handshake_timeout),
+            }
+        };
+        if due == u64::MAX {
+            return;
+        }
+        let when = self.wheel_time(due);
+        let generation = conn.generation;
+        let tick = self.wheel.schedule(key, generation, when);
+        self.conns[key].timer_tick = tick;
+    }
+
+    fn wheel_time(&self, tick: u64) -> Instant {
+        let ahead = tick.saturating_sub(self.tick);
+        self.now + TICK * ahead.min(u64::from(u32::MAX)) as u32
     }
 
     /// Writes what is corked for the connection being served: one write in the common case.
@@ -262,10 +305,13 @@ pub(crate) struct Worker<H: Handler> {
     listener: Option<TcpListener>,
     receiver: Receiver<Command<H::Command>>,
     ips: Arc<IpCounter>,
-    wheel: Wheel,
     due: Vec<Entry>,
     rbuf: BytesMut,
     accept_ready: bool,
+    /// Connections that still had bytes to read when their budget ran out.
+    more_to_read: Vec<usize>,
+    /// Loop turns so far (read budgets are per turn).
+    turn: u32,
     /// Handshake tokens left (refilled each tick up to one second's worth).
     tokens: f64,
     last_refill: Instant,
@@ -304,6 +350,7 @@ impl<H: Handler> Worker<H> {
                 cork_owner: None,
                 dirty: Vec::new(),
                 next_generation: 0,
+                wheel: Wheel::new(TICK, now),
             },
             handler,
             local,
@@ -313,10 +360,11 @@ impl<H: Handler> Worker<H> {
             listener: Some(listener),
             receiver,
             ips,
-            wheel: Wheel::new(TICK, now),
             due: Vec::new(),
             rbuf: BytesMut::with_capacity(READ_SIZE),
             accept_ready: true,
+            more_to_read: Vec::new(),
+            turn: 0,
             tokens,
             last_refill: now,
             next_app_tick,
@@ -360,6 +408,10 @@ impl<H: Handler> Worker<H> {
                 }
             }
             self.events = Some(events);
+            for key in std::mem::take(&mut self.more_to_read) {
+                self.on_readable(key);
+            }
+            self.turn = self.turn.wrapping_add(1);
             self.drain_commands();
             if self.accept_ready {
                 self.accept();
@@ -380,16 +432,12 @@ impl<H: Handler> Worker<H> {
     }
 
     fn now_tick(&self) -> u64 {
-        self.wheel.tick_at(self.core.now + Duration::from_nanos(1)).saturating_sub(1)
-    }
-
-    fn ticks(d: Duration) -> u64 {
-        (d.as_nanos().div_ceil(TICK.as_nanos())) as u64
+        self.core.wheel.tick_at(self.core.now + Duration::from_nanos(1)).saturating_sub(1)
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
         let now = Instant::now();
-        let mut next = self.wheel.next_deadline();
+        let mut next = self.core.wheel.next_deadline();
         let mut consider = |at: Option<Instant>| {
             if let Some(at) = at {
                 next = Some(next.map_or(at, |n: Instant| n.min(at)));
@@ -401,7 +449,7 @@ impl<H: Handler> Worker<H> {
             // More connections wait: come back at once if tokens are left, else at the refill.
             consider(Some(if self.tokens >= 1.0 { now } else { now + TICK }));
         }
-        if !self.core.dirty.is_empty() {
+        if !self.core.dirty.is_empty() || !self.more_to_read.is_empty() {
             consider(Some(now));
         }
         next.map(|at| at.saturating_duration_since(now))
@@ -442,7 +490,11 @@ impl<H: Handler> Worker<H> {
         self.core.stats().accepted();
         let entry = self.core.conns.vacant_entry();
         let key = entry.key();
-        if self.poll.registry().register(&mut stream, Token(key), Interest::READABLE | Interest::WRITABLE).is_err()
+        if self
+            .poll
+            .registry()
+            .register(&mut stream, Token(key), Interest::READABLE | Interest::WRITABLE)
+            .is_err()
         {
             return;
         }
@@ -458,7 +510,7 @@ impl<H: Handler> Worker<H> {
             conn.reject = Some(429);
         }
         let due = self.core.now + config.handshake_timeout;
-        conn.timer_tick = self.wheel.schedule(key, conn.generation, due);
+        conn.timer_tick = self.core.wheel.schedule(key, conn.generation, due);
         entry.insert(conn);
         if self.sessions.len() <= key {
             self.sessions.resize_with(key + 1, || None);
@@ -468,8 +520,18 @@ impl<H: Handler> Worker<H> {
     // ---- reading ----
 
     fn on_readable(&mut self, key: usize) {
+        let turn = self.turn;
         loop {
             let Some(conn) = self.core.conns.get_mut(key) else { return };
+            if conn.read_turn != turn {
+                conn.read_turn = turn;
+                conn.read_used = 0;
+            }
+            if conn.read_used >= READ_BUDGET {
+                // Edge-triggered: no new event will come for these bytes; come back next turn.
+                self.more_to_read.push(key);
+                break;
+            }
             let own_buffer = !conn.input.is_empty() || !matches!(conn.phase, Phase::Open(_));
             let want = match &conn.phase {
                 Phase::Open(ws) => ws.bytes_needed(&conn.input).unwrap_or(0).clamp(4096, READ_SIZE * 16),
@@ -486,6 +548,7 @@ impl<H: Handler> Worker<H> {
                     return;
                 }
                 Ok(n) => {
+                    conn.read_used += n;
                     conn.last_read = self.core.tick;
                     conn.ping_sent = None;
                     self.core.stats.worker(self.core.index).bytes_in(n);
@@ -586,12 +649,17 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Looks at a complete request head and decides; touches nothing but counters.
-    fn decide(&self, key: usize, request: &crate::proto::handshake::request::Request<'_, '_>) -> Outcome<H::Session> {
+    fn decide(
+        &self,
+        key: usize,
+        request: &crate::proto::handshake::request::Request<'_, '_>,
+    ) -> Outcome<H::Session> {
         let conn = &self.core.conns[key];
         let config = &self.core.config;
         if let Some(status) = conn.reject {
             let why = if status == 429 { Rejection::PerIp } else { Rejection::Full };
-            let body = if status == 429 { "too many connections from this address\n" } else { "server full\n" };
+            let body =
+                if status == 429 { "too many connections from this address\n" } else { "server full\n" };
             return Outcome::Respond(HttpResponse::text(status, body), Some(why));
         }
         let upgrade = request.upgrade();
@@ -599,7 +667,10 @@ impl<H: Handler> Worker<H> {
             if !config.allowed_origins.is_empty() {
                 let allowed = up.origin().is_some_and(|o| config.allowed_origins.iter().any(|a| a == o));
                 if !allowed {
-                    return Outcome::Respond(HttpResponse::text(403, "origin not allowed\n"), Some(Rejection::Origin));
+                    return Outcome::Respond(
+                        HttpResponse::text(403, "origin not allowed\n"),
+                        Some(Rejection::Origin),
+                    );
                 }
             }
         }
@@ -617,7 +688,10 @@ impl<H: Handler> Worker<H> {
                     Ok(up) => up,
                     Err(e) => return Outcome::Reject(e, Rejection::BadRequest),
                 };
-                let negotiated = config.deflate.as_ref().and_then(|d| d.negotiate_response(up.extensions()).map(|p| (p, d)));
+                let negotiated = config
+                    .deflate
+                    .as_ref()
+                    .and_then(|d| d.negotiate_response(up.extensions()).map(|p| (p, d)));
                 let params = negotiated.as_ref().map(|((p, _), d)| (*p, *d));
                 let extension = negotiated.as_ref().map(|((_, header), _)| header.as_str());
                 let mut response = Vec::with_capacity(256);
@@ -639,7 +713,9 @@ impl<H: Handler> Worker<H> {
         for (name, value) in &response.headers {
             out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
         }
-        out.extend_from_slice(format!("Content-Length: {}\r\nConnection: close\r\n\r\n", response.body.len()).as_bytes());
+        out.extend_from_slice(
+            format!("Content-Length: {}\r\nConnection: close\r\n\r\n", response.body.len()).as_bytes(),
+        );
         out.extend_from_slice(&response.body);
         self.respond_raw(key, &out);
     }
@@ -652,9 +728,17 @@ impl<H: Handler> Worker<H> {
         conn.ending = Ending::Linger;
         conn.closing_since = Some(self.core.tick);
         self.core.mark_dirty(key);
+        self.core.reschedule(key);
     }
 
-    fn open(&mut self, key: usize, session: H::Session, head_len: usize, response: Vec<u8>, ws: Box<Connection>) {
+    fn open(
+        &mut self,
+        key: usize,
+        session: H::Session,
+        head_len: usize,
+        response: Vec<u8>,
+        ws: Box<Connection>,
+    ) {
         if let Some((owner, _)) = self.core.cork_for(key) {
             self.drop_abnormal(owner);
         }
@@ -665,7 +749,7 @@ impl<H: Handler> Worker<H> {
         conn.last_message = self.core.tick;
         self.sessions[key] = Some(session);
         self.core.stats().opened();
-        self.reschedule(key);
+        self.core.reschedule(key);
         let id = self.core.id_of(key);
         self.with_ctx(key, id, |handler, ctx| handler.on_open(ctx));
         // The first frames may have come with the request.
@@ -751,7 +835,8 @@ impl<H: Handler> Worker<H> {
             self.core.mark_dirty(key);
         }
         if closing {
-            self.reschedule(key);
+            self.finalize(key, CloseCode::ABNORMAL, false);
+            self.core.reschedule(key);
         }
     }
 
@@ -771,8 +856,34 @@ impl<H: Handler> Worker<H> {
         self.remove(key, CloseCode::ABNORMAL, true);
     }
 
-    /// Removes a connection: the one place where `on_close` is called and counters settle.
+    /// Ends a WebSocket connection for the application: the one place where `on_close` runs
+    /// and the counters settle. The socket may linger a little longer for the TCP teardown.
+    fn finalize(&mut self, key: usize, code: CloseCode, abnormal: bool) {
+        let Some(conn) = self.core.conns.get_mut(key) else { return };
+        if conn.finalized || !matches!(conn.phase, Phase::Open(_)) {
+            return;
+        }
+        conn.finalized = true;
+        let (code, reason) = match conn.close_code.take() {
+            Some((c, r)) if !abnormal => (c, r),
+            _ => (code, String::new()),
+        };
+        let generation = conn.generation;
+        let abnormal = abnormal || code == CloseCode::ABNORMAL;
+        self.core.stats().closed(code, abnormal);
+        let Some(mut session) = self.sessions.get_mut(key).and_then(Option::take) else { return };
+        let id = ConnId::new(self.core.index, key, generation);
+        let mut ctx = Ctx {
+            worker: WorkerCtx { core: &mut self.core, local: &mut self.local },
+            session: &mut session,
+            id,
+        };
+        self.handler.on_close(&mut ctx, code, &reason);
+    }
+
+    /// Drops a connection's socket, finalizing it first if it was still open.
     fn remove(&mut self, key: usize, code: CloseCode, abnormal: bool) {
+        self.finalize(key, code, abnormal);
         let Some(mut conn) = self.core.conns.try_remove(key) else { return };
         if self.core.cork_owner == Some(key) {
             self.core.cork_owner = None;
@@ -783,18 +894,8 @@ impl<H: Handler> Worker<H> {
         if conn.counted_ip {
             self.ips.release(conn.peer.ip());
         }
-        let session = self.sessions.get_mut(key).and_then(Option::take);
-        if let (Phase::Open(_), Some(mut session)) = (&conn.phase, session) {
-            let (code, reason) = match conn.close_code.take() {
-                Some((c, r)) if !abnormal => (c, r),
-                _ => (code, String::new()),
-            };
-            let abnormal = abnormal || code == CloseCode::ABNORMAL;
-            self.core.stats().closed(code, abnormal);
-            let id = ConnId::new(self.core.index, key, conn.generation);
-            let mut ctx =
-                Ctx { worker: WorkerCtx { core: &mut self.core, local: &mut self.local }, session: &mut session, id };
-            self.handler.on_close(&mut ctx, code, &reason);
+        if let Some(slot) = self.sessions.get_mut(key) {
+            *slot = None;
         }
     }
 
@@ -824,11 +925,11 @@ impl<H: Handler> Worker<H> {
         let soft = self.core.config.soft_outbound_limit;
         match result {
             Ok(true) => {
-                if conn.ending == Ending::Linger {
-                    if matches!(conn.phase, Phase::Http) || conn.ws().is_some_and(|ws| ws.is_closed()) {
-                        // All said: half-close, then wait for the peer's EOF (or the timeout).
-                        let _ = conn.stream.shutdown(Shutdown::Write);
-                    }
+                let all_said =
+                    matches!(conn.phase, Phase::Http) || conn.ws().is_some_and(|ws| ws.is_closed());
+                if conn.ending == Ending::Linger && all_said {
+                    // All said: half-close, then wait for the peer's EOF (or the timeout).
+                    let _ = conn.stream.shutdown(Shutdown::Write);
                 }
                 if conn.backpressured {
                     conn.backpressured = false;
@@ -894,46 +995,9 @@ impl<H: Handler> Worker<H> {
 
     // ---- time ----
 
-    fn reschedule(&mut self, key: usize) {
-        let Some(conn) = self.core.conns.get(key) else { return };
-        let config = &self.core.config;
-        let at = |tick: u64, d: Duration| tick + Self::ticks(d);
-        let due = if conn.ending != Ending::No || conn.closing_since.is_some() {
-            at(conn.closing_since.unwrap_or(self.core.tick), config.close_timeout)
-        } else {
-            match &conn.phase {
-                Phase::Open(_) => {
-                    let mut due = u64::MAX;
-                    if let Some(sent) = conn.ping_sent {
-                        due = due.min(at(sent, config.ping_timeout));
-                    } else if let Some(interval) = config.ping_interval {
-                        due = due.min(at(conn.last_read, interval));
-                    }
-                    if let Some(idle) = config.idle_timeout {
-                        due = due.min(at(conn.last_message, idle));
-                    }
-                    due
-                }
-                _ => at(conn.last_read, config.handshake_timeout),
-            }
-        };
-        if due == u64::MAX {
-            return;
-        }
-        let when = self.wheel_time(due);
-        let generation = conn.generation;
-        let tick = self.wheel.schedule(key, generation, when);
-        self.core.conns[key].timer_tick = tick;
-    }
-
-    fn wheel_time(&self, tick: u64) -> Instant {
-        let ahead = tick.saturating_sub(self.core.tick);
-        self.core.now + TICK * ahead.min(u64::from(u32::MAX)) as u32
-    }
-
     fn run_timers(&mut self) {
         let mut due = std::mem::take(&mut self.due);
-        self.wheel.advance(self.core.now, &mut due);
+        self.core.wheel.advance(self.core.now, &mut due);
         for entry in due.drain(..) {
             let Some(conn) = self.core.conns.get(entry.key) else { continue };
             if conn.generation != entry.generation || conn.timer_tick != entry.tick {
@@ -947,7 +1011,7 @@ impl<H: Handler> Worker<H> {
     fn on_timer(&mut self, key: usize) {
         let tick = self.core.tick;
         let config = Arc::clone(&self.core.config);
-        let elapsed = |since: u64, d: Duration| tick >= since + Self::ticks(d);
+        let elapsed = |since: u64, d: Duration| tick >= since + ticks(d);
         let conn = &mut self.core.conns[key];
         if conn.ending != Ending::No || conn.closing_since.is_some() {
             if elapsed(conn.closing_since.unwrap_or(tick), config.close_timeout) {
@@ -989,7 +1053,7 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
-        self.reschedule(key);
+        self.core.reschedule(key);
     }
 
     fn run_app_tick(&mut self) {
@@ -1006,6 +1070,10 @@ impl<H: Handler> Worker<H> {
         let mut ctx = WorkerCtx { core: &mut self.core, local: &mut self.local };
         self.handler.on_tick(&mut ctx);
     }
+}
+
+fn ticks(d: Duration) -> u64 {
+    (d.as_nanos().div_ceil(TICK.as_nanos())) as u64
 }
 
 enum Outcome<S> {

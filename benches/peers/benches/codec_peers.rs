@@ -81,11 +81,7 @@ impl Write for MockStream {
 }
 
 impl AsyncRead for MockStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if self.is_drained() {
             // The timed loops never read past the last frame; parking here would be a bug.
             return Poll::Ready(Err(io::ErrorKind::WouldBlock.into()));
@@ -98,11 +94,7 @@ impl AsyncRead for MockStream {
 }
 
 impl AsyncWrite for MockStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -152,9 +144,8 @@ struct Tungstenite {
 
 impl Tungstenite {
     fn new(input: &MaskedFrames) -> Self {
-        let config = tungstenite::protocol::WebSocketConfig::default()
-            .max_message_size(None)
-            .max_frame_size(None);
+        let config =
+            tungstenite::protocol::WebSocketConfig::default().max_message_size(None).max_frame_size(None);
         let stream = MockStream::new(&input.wire);
         let ws = tungstenite::WebSocket::from_raw_socket(
             stream,
@@ -185,16 +176,11 @@ struct FastWebSockets {
 impl FastWebSockets {
     fn new(input: &MaskedFrames) -> Self {
         let stream = MockStream::new(&input.wire);
-        let mut ws = fastwebsockets::WebSocket::after_handshake(
-            stream.clone(),
-            fastwebsockets::Role::Server,
-        );
+        let mut ws = fastwebsockets::WebSocket::after_handshake(stream.clone(), fastwebsockets::Role::Server);
         ws.set_auto_close(false);
         ws.set_auto_pong(false);
         ws.set_max_message_size(64 << 20);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("current-thread runtime");
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("current-thread runtime");
         Self { ws, stream, rt }
     }
 

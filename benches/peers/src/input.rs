@@ -48,9 +48,7 @@ pub struct MaskedFrames {
 /// Order-sensitive checksum (FNV-1a, 64-bit) over `bytes`, continuing from `state`
 /// (start with [`CHECKSUM_INIT`]).
 pub fn checksum(state: u64, bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(state, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+    bytes.iter().fold(state, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 /// Starting state of [`checksum`].

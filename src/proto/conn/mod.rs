@@ -54,11 +54,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self {
-            max_frame_size: 16 << 20,
-            max_message_size: 16 << 20,
-            max_fragments: 1 << 17,
-        }
+        Self { max_frame_size: 16 << 20, max_message_size: 16 << 20, max_fragments: 1 << 17 }
     }
 }
 
@@ -214,12 +210,7 @@ impl Connection {
     }
 
     /// A connection using permessage-deflate with the negotiated `params`.
-    pub fn with_deflate(
-        role: Role,
-        config: Config,
-        params: DeflateParams,
-        deflate: &DeflateConfig,
-    ) -> Self {
+    pub fn with_deflate(role: Role, config: Config, params: DeflateParams, deflate: &DeflateConfig) -> Self {
         Self::new(role, config, Some(DeflateState::new(role, params, deflate)))
     }
 
@@ -257,8 +248,7 @@ impl Connection {
     /// the frame limit).
     #[must_use]
     pub fn bytes_needed(&self, input: &BytesMut) -> Option<usize> {
-        self.frame
-            .map(|f| (f.header.payload_len as usize).saturating_sub(input.len()))
+        self.frame.map(|f| (f.header.payload_len as usize).saturating_sub(input.len()))
     }
 
     /// Whether a message is being reassembled, or a frame received, at this moment.
@@ -318,12 +308,7 @@ impl Connection {
     /// # Errors
     ///
     /// [`SendError::Closed`] once a Close frame was sent.
-    pub fn send(
-        &mut self,
-        kind: MessageKind,
-        payload: &[u8],
-        out: &mut BytesMut,
-    ) -> Result<(), SendError> {
+    pub fn send(&mut self, kind: MessageKind, payload: &[u8], out: &mut BytesMut) -> Result<(), SendError> {
         if self.state != State::Open {
             return Err(SendError::Closed);
         }
@@ -383,12 +368,7 @@ impl Connection {
     /// [`SendError::Closed`] if a Close frame was already sent, [`SendError::InvalidCloseCode`]
     /// for a code that may not go on the wire, [`SendError::ControlTooLong`] for a reason over
     /// 123 bytes.
-    pub fn close(
-        &mut self,
-        code: CloseCode,
-        reason: &str,
-        out: &mut BytesMut,
-    ) -> Result<(), SendError> {
+    pub fn close(&mut self, code: CloseCode, reason: &str, out: &mut BytesMut) -> Result<(), SendError> {
         if self.state != State::Open {
             return Err(SendError::Closed);
         }
@@ -403,12 +383,7 @@ impl Connection {
         Ok(())
     }
 
-    fn control(
-        &mut self,
-        opcode: OpCode,
-        payload: &[u8],
-        out: &mut BytesMut,
-    ) -> Result<(), SendError> {
+    fn control(&mut self, opcode: OpCode, payload: &[u8], out: &mut BytesMut) -> Result<(), SendError> {
         if self.state != State::Open {
             return Err(SendError::Closed);
         }
@@ -437,10 +412,7 @@ impl Connection {
     }
 
     fn write_frame(&self, opcode: OpCode, payload: &[u8], out: &mut BytesMut) {
-        let header = FrameHeader {
-            mask: self.mask_key(),
-            ..FrameHeader::new(opcode, payload.len() as u64)
-        };
+        let header = FrameHeader { mask: self.mask_key(), ..FrameHeader::new(opcode, payload.len() as u64) };
         out.reserve(header.len() + payload.len());
         header.encode(out);
         let start = out.len();
@@ -487,41 +459,22 @@ impl Connection {
         }
         let max_frame = self.config.max_frame_size;
         if h.payload_len > max_frame as u64 {
-            return Err(CapacityError::FrameTooLarge {
-                size: h.payload_len,
-                max: max_frame,
-            }
-            .into());
+            return Err(CapacityError::FrameTooLarge { size: h.payload_len, max: max_frame }.into());
         }
         let max_message = self.config.max_message_size;
         match (h.opcode, &self.message) {
-            (OpCode::Text | OpCode::Binary, Some(_)) => {
-                Err(ProtocolError::ExpectedContinuation.into())
-            }
-            (OpCode::Text | OpCode::Binary, None)
-                if !h.rsv1 && h.payload_len > max_message as u64 =>
-            {
-                Err(CapacityError::MessageTooLarge {
-                    size: h.payload_len,
-                    max: max_message,
-                }
-                .into())
+            (OpCode::Text | OpCode::Binary, Some(_)) => Err(ProtocolError::ExpectedContinuation.into()),
+            (OpCode::Text | OpCode::Binary, None) if !h.rsv1 && h.payload_len > max_message as u64 => {
+                Err(CapacityError::MessageTooLarge { size: h.payload_len, max: max_message }.into())
             }
             (OpCode::Continuation, None) => Err(ProtocolError::UnexpectedContinuation.into()),
             (OpCode::Continuation, Some(m)) => {
                 if m.fragments >= self.config.max_fragments {
-                    return Err(CapacityError::TooManyFragments {
-                        max: self.config.max_fragments,
-                    }
-                    .into());
+                    return Err(CapacityError::TooManyFragments { max: self.config.max_fragments }.into());
                 }
                 let size = m.buf.len() as u64 + h.payload_len;
                 if !m.compressed && size > max_message as u64 {
-                    return Err(CapacityError::MessageTooLarge {
-                        size,
-                        max: max_message,
-                    }
-                    .into());
+                    return Err(CapacityError::MessageTooLarge { size, max: max_message }.into());
                 }
                 Ok(())
             }
@@ -534,10 +487,9 @@ impl Connection {
     fn is_plain_text(&self, h: &FrameHeader) -> bool {
         match h.opcode {
             OpCode::Text => !h.rsv1,
-            OpCode::Continuation => self
-                .message
-                .as_ref()
-                .is_some_and(|m| m.kind == MessageKind::Text && !m.compressed),
+            OpCode::Continuation => {
+                self.message.as_ref().is_some_and(|m| m.kind == MessageKind::Text && !m.compressed)
+            }
             _ => false,
         }
     }
@@ -554,10 +506,7 @@ impl Connection {
                 if matches!(header.opcode, OpCode::Text | OpCode::Binary) {
                     self.utf8 = Utf8Validator::new();
                 }
-                FrameInProgress {
-                    header,
-                    processed: 0,
-                }
+                FrameInProgress { header, processed: 0 }
             }
         };
         let header = frame.header;
@@ -568,9 +517,7 @@ impl Connection {
                 if let Some(key) = header.mask {
                     apply_mask(&mut input[frame.processed..seen], key, frame.processed);
                 }
-                self.utf8
-                    .feed(&input[frame.processed..seen])
-                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+                self.utf8.feed(&input[frame.processed..seen]).map_err(|_| ProtocolError::InvalidUtf8)?;
                 frame.processed = seen;
             }
             self.frame = Some(frame);
@@ -599,50 +546,32 @@ impl Connection {
     }
 
     fn on_data(&mut self, h: FrameHeader, payload: BytesMut, fresh: usize) -> Result<Step, Error> {
-        let kind = if h.opcode == OpCode::Text {
-            MessageKind::Text
-        } else {
-            MessageKind::Binary
-        };
+        let kind = if h.opcode == OpCode::Text { MessageKind::Text } else { MessageKind::Binary };
         if h.fin && !h.rsv1 {
             if kind == MessageKind::Text {
-                self.utf8
-                    .feed(&payload[fresh..])
-                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+                self.utf8.feed(&payload[fresh..]).map_err(|_| ProtocolError::InvalidUtf8)?;
                 self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
             }
             return Ok(self.deliver(kind, payload.freeze()));
         }
-        let mut message = Box::new(Partial {
-            kind,
-            compressed: h.rsv1,
-            fragments: 1,
-            buf: BytesMut::new(),
-        });
+        let mut message = Box::new(Partial { kind, compressed: h.rsv1, fragments: 1, buf: BytesMut::new() });
         if h.rsv1 {
             self.inflate(&mut message, &payload, h.fin)?;
         } else {
             if kind == MessageKind::Text {
-                self.utf8
-                    .feed(&payload[fresh..])
-                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+                self.utf8.feed(&payload[fresh..]).map_err(|_| ProtocolError::InvalidUtf8)?;
             }
             // Keep the first fragment as it is; later fragments are appended to it.
             message.buf = payload;
         }
         if h.fin {
-            return self.finish_message(message);
+            return self.finish_message(*message);
         }
         self.message = Some(message);
         Ok(Step::Continue)
     }
 
-    fn on_continuation(
-        &mut self,
-        h: FrameHeader,
-        payload: BytesMut,
-        fresh: usize,
-    ) -> Result<Step, Error> {
+    fn on_continuation(&mut self, h: FrameHeader, payload: BytesMut, fresh: usize) -> Result<Step, Error> {
         let Some(mut message) = self.message.take() else {
             return Err(ProtocolError::UnexpectedContinuation.into());
         };
@@ -651,14 +580,12 @@ impl Connection {
             self.inflate(&mut message, &payload, h.fin)?;
         } else {
             if message.kind == MessageKind::Text {
-                self.utf8
-                    .feed(&payload[fresh..])
-                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+                self.utf8.feed(&payload[fresh..]).map_err(|_| ProtocolError::InvalidUtf8)?;
             }
             message.buf.extend_from_slice(&payload);
         }
         if h.fin {
-            return self.finish_message(message);
+            return self.finish_message(*message);
         }
         self.message = Some(message);
         Ok(Step::Continue)
@@ -671,18 +598,16 @@ impl Connection {
         let before = message.buf.len();
         deflate.decompress(payload, fin, &mut message.buf, self.config.max_message_size)?;
         if message.kind == MessageKind::Text {
-            self.utf8
-                .feed(&message.buf[before..])
-                .map_err(|_| ProtocolError::InvalidUtf8)?;
+            self.utf8.feed(&message.buf[before..]).map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         Ok(())
     }
 
-    fn finish_message(&mut self, message: Box<Partial>) -> Result<Step, Error> {
+    fn finish_message(&mut self, message: Partial) -> Result<Step, Error> {
         if message.kind == MessageKind::Text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
         }
-        let Partial { kind, buf, .. } = *message;
+        let Partial { kind, buf, .. } = message;
         Ok(self.deliver(kind, buf.freeze()))
     }
 
@@ -717,11 +642,7 @@ impl Connection {
         if self.state == State::Open {
             // "It SHOULD do so as soon as practical ... typically echos the status code it
             // received." An empty Close is answered with 1000.
-            let reply = if code == CloseCode::NO_STATUS {
-                CloseCode::NORMAL
-            } else {
-                code
-            };
+            let reply = if code == CloseCode::NO_STATUS { CloseCode::NORMAL } else { code };
             let mut pending = std::mem::take(&mut self.pending);
             self.write_close(reply, b"", &mut pending);
             self.pending = pending;

@@ -16,11 +16,7 @@ fn feed_chunked(conn: &mut Connection, bytes: &[u8], chunks: &[usize]) -> Vec<Ev
     let mut pos = 0;
     let mut i = 0;
     while pos < bytes.len() {
-        let n = chunks
-            .get(i % chunks.len().max(1))
-            .copied()
-            .unwrap_or(bytes.len())
-            .max(1);
+        let n = chunks.get(i % chunks.len().max(1)).copied().unwrap_or(bytes.len()).max(1);
         let end = (pos + n).min(bytes.len());
         input.extend_from_slice(&bytes[pos..end]);
         pos = end;
@@ -79,67 +75,39 @@ fn masked(opcode_byte: u8, payload: &[u8]) -> Vec<u8> {
 fn rfc_6455_5_7_examples() {
     // A single-frame masked text message to a server.
     let mut s = server();
-    let events = feed(
-        &mut s,
-        &[
-            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
-        ],
-    );
+    let events = feed(&mut s, &[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
     assert_eq!(events, vec![Event::Text(Bytes::from_static(b"Hello"))]);
     // A single-frame unmasked text message to a client.
     let mut c = client();
-    assert_eq!(
-        feed(&mut c, &[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]),
-        vec![Event::Text("Hello".into())]
-    );
+    assert_eq!(feed(&mut c, &[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]), vec![Event::Text("Hello".into())]);
     // A fragmented unmasked text message.
     let mut c = client();
-    let events = feed(
-        &mut c,
-        &[0x01, 0x03, 0x48, 0x65, 0x6c, 0x80, 0x02, 0x6c, 0x6f],
-    );
+    let events = feed(&mut c, &[0x01, 0x03, 0x48, 0x65, 0x6c, 0x80, 0x02, 0x6c, 0x6f]);
     assert_eq!(events, vec![Event::Text("Hello".into())]);
     // Unmasked ping, answered with an unmasked pong by a server... here a client answers masked.
     let mut c = client();
-    assert_eq!(
-        feed(&mut c, &[0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]),
-        vec![Event::Ping("Hello".into())]
-    );
+    assert_eq!(feed(&mut c, &[0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]), vec![Event::Ping("Hello".into())]);
     let pong = transmit(&mut c);
     let (h, n) = FrameHeader::parse(&pong).unwrap().unwrap();
-    assert_eq!(
-        (h.opcode, h.payload_len, h.mask.is_some()),
-        (OpCode::Pong, 5, true)
-    );
+    assert_eq!((h.opcode, h.payload_len, h.mask.is_some()), (OpCode::Pong, 5, true));
     let mut body = pong[n..].to_vec();
     apply_mask(&mut body, h.mask.unwrap(), 0);
     assert_eq!(body, b"Hello");
     // A masked ping to a server gets the unmasked pong of RFC 6455 §5.7.
     let mut s = server();
-    assert_eq!(
-        feed(&mut s, &masked(0x89, b"Hello")),
-        vec![Event::Ping("Hello".into())]
-    );
+    assert_eq!(feed(&mut s, &masked(0x89, b"Hello")), vec![Event::Ping("Hello".into())]);
     assert_eq!(transmit(&mut s), [0x8a, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
     // A masked pong.
     let mut s = server();
     assert_eq!(
-        feed(
-            &mut s,
-            &[
-                0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58
-            ]
-        ),
+        feed(&mut s, &[0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]),
         vec![Event::Pong("Hello".into())]
     );
     // 256 bytes and 64 KiB binary messages in single unmasked frames.
     for len in [256usize, 65536] {
         let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
-        let mut frame = if len == 256 {
-            vec![0x82, 0x7e, 0x01, 0x00]
-        } else {
-            vec![0x82, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0]
-        };
+        let mut frame =
+            if len == 256 { vec![0x82, 0x7e, 0x01, 0x00] } else { vec![0x82, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0] };
         frame.extend_from_slice(&payload);
         let mut c = client();
         assert_eq!(feed(&mut c, &frame), vec![Event::Binary(payload.into())]);
@@ -151,13 +119,8 @@ fn unfragmented_message_is_a_slice_of_the_input() {
     let mut s = server();
     let mut input = BytesMut::from(&masked(0x82, &[7u8; 1000])[..]);
     let range = input.as_ptr() as usize..input.as_ptr() as usize + input.len();
-    let Some(Event::Binary(payload)) = s.poll_event(&mut input) else {
-        panic!("no message")
-    };
-    assert!(
-        range.contains(&(payload.as_ptr() as usize)),
-        "the payload was copied"
-    );
+    let Some(Event::Binary(payload)) = s.poll_event(&mut input) else { panic!("no message") };
+    assert!(range.contains(&(payload.as_ptr() as usize)), "the payload was copied");
     assert_eq!(&payload[..], &[7u8; 1000][..]);
 }
 
@@ -183,18 +146,13 @@ fn control_frames_between_fragments() {
     bytes.extend(masked(0x89, b"p"));
     bytes.extend(masked(0x80, b"lo"));
     let mut s = server();
-    assert_eq!(
-        feed(&mut s, &bytes),
-        vec![Event::Ping("p".into()), Event::Text("Hello".into())]
-    );
+    assert_eq!(feed(&mut s, &bytes), vec![Event::Ping("p".into()), Event::Text("Hello".into())]);
 }
 
 fn failure_code(role: Role, bytes: &[u8], config: Config) -> (Error, Option<u16>) {
     let mut conn = Connection::new(role, config, None);
     let events = feed(&mut conn, bytes);
-    let Some(Event::Failed(error)) = events.last().cloned() else {
-        panic!("no failure in {events:?}")
-    };
+    let Some(Event::Failed(error)) = events.last().cloned() else { panic!("no failure in {events:?}") };
     assert!(conn.is_closed());
     (error, queued_close_code(&mut conn))
 }
@@ -210,27 +168,12 @@ fn protocol_errors_close_with_1002() {
         (vec![0x81, 0x01, b'x'], ProtocolError::UnmaskedFrame),
         (masked(0x09, b""), ProtocolError::FragmentedControlFrame),
         (masked(0x80, b"x"), ProtocolError::UnexpectedContinuation),
-        (
-            [masked(0x01, b"a"), masked(0x81, b"b")].concat(),
-            ProtocolError::ExpectedContinuation,
-        ),
+        ([masked(0x01, b"a"), masked(0x81, b"b")].concat(), ProtocolError::ExpectedContinuation),
         (masked(0x88, &[0x03]), ProtocolError::CloseFrameTooShort),
-        (
-            masked(0x88, &[0x03, 0xed]),
-            ProtocolError::InvalidCloseCode(1005),
-        ),
-        (
-            masked(0x88, &[0x03, 0xec]),
-            ProtocolError::InvalidCloseCode(1004),
-        ),
-        (
-            masked(0x88, &[0x00, 0x00]),
-            ProtocolError::InvalidCloseCode(0),
-        ),
-        (
-            masked(0x88, &[0x13, 0x88]),
-            ProtocolError::InvalidCloseCode(5000),
-        ),
+        (masked(0x88, &[0x03, 0xed]), ProtocolError::InvalidCloseCode(1005)),
+        (masked(0x88, &[0x03, 0xec]), ProtocolError::InvalidCloseCode(1004)),
+        (masked(0x88, &[0x00, 0x00]), ProtocolError::InvalidCloseCode(0)),
+        (masked(0x88, &[0x13, 0x88]), ProtocolError::InvalidCloseCode(5000)),
     ];
     for (bytes, expected) in cases {
         let (error, code) = failure_code(Role::Server, &bytes, Config::default());
@@ -239,10 +182,7 @@ fn protocol_errors_close_with_1002() {
     }
     let mut too_long = vec![0x89, 0xfe, 0x00, 0x7e, 1, 2, 3, 4];
     too_long.extend([0u8; 126]);
-    assert_eq!(
-        failure_code(Role::Server, &too_long, Config::default()).1,
-        Some(1002)
-    );
+    assert_eq!(failure_code(Role::Server, &too_long, Config::default()).1, Some(1002));
     let high_bit = [0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
     assert_eq!(
         failure_code(Role::Server, &high_bit, Config::default()).0,
@@ -250,31 +190,20 @@ fn protocol_errors_close_with_1002() {
     );
     // A masked frame to a client.
     let (error, code) = failure_code(Role::Client, &masked(0x81, b"x"), Config::default());
-    assert_eq!(
-        (error, code),
-        (ProtocolError::MaskedFrame.into(), Some(1002))
-    );
+    assert_eq!((error, code), (ProtocolError::MaskedFrame.into(), Some(1002)));
 }
 
 #[test]
 fn invalid_utf8_closes_with_1007() {
     let cases = [
-        masked(
-            0x81,
-            &[
-                0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xcf, 0x83, 0xce, 0xbc, 0xce, 0xb5, 0xed, 0xa0, 0x80,
-            ],
-        ),
+        masked(0x81, &[0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xcf, 0x83, 0xce, 0xbc, 0xce, 0xb5, 0xed, 0xa0, 0x80]),
         [masked(0x01, "κό".as_bytes()), masked(0x80, &[0xff])].concat(),
         [masked(0x01, &[0xce]), masked(0x80, &[])].concat(),
         masked(0x88, &[0x03, 0xe8, 0xff]),
     ];
     for bytes in cases {
         let (error, code) = failure_code(Role::Server, &bytes, Config::default());
-        assert_eq!(
-            (error, code),
-            (ProtocolError::InvalidUtf8.into(), Some(1007))
-        );
+        assert_eq!((error, code), (ProtocolError::InvalidUtf8.into(), Some(1007)));
     }
 }
 
@@ -289,10 +218,7 @@ fn invalid_utf8_fails_before_the_frame_ends() {
     let mut input = BytesMut::from(&frame[..14]);
     assert_eq!(s.poll_event(&mut input), None);
     input.extend_from_slice(&frame[14..18]);
-    assert!(
-        matches!(s.poll_event(&mut input), Some(Event::Failed(_))),
-        "must fail before the rest arrives"
-    );
+    assert!(matches!(s.poll_event(&mut input), Some(Event::Failed(_))), "must fail before the rest arrives");
 }
 
 #[test]
@@ -301,26 +227,12 @@ fn size_limits_close_with_1009_before_buffering() {
     // One frame over the limit: refused from its header alone.
     let header_only = &masked(0x82, &[0u8; 1001])[..8];
     let (error, code) = failure_code(Role::Server, header_only, config.clone());
-    assert_eq!(
-        error,
-        CapacityError::FrameTooLarge {
-            size: 1001,
-            max: 1000
-        }
-        .into()
-    );
+    assert_eq!(error, CapacityError::FrameTooLarge { size: 1001, max: 1000 }.into());
     assert_eq!(code, Some(1009));
     // Fragments adding up past the limit.
     let bytes = [masked(0x02, &[0u8; 600]), masked(0x80, &[0u8; 600])].concat();
     let (error, code) = failure_code(Role::Server, &bytes, config.clone());
-    assert_eq!(
-        error,
-        CapacityError::MessageTooLarge {
-            size: 1200,
-            max: 1000
-        }
-        .into()
-    );
+    assert_eq!(error, CapacityError::MessageTooLarge { size: 1200, max: 1000 }.into());
     assert_eq!(code, Some(1009));
     // Too many fragments.
     let mut bytes = masked(0x02, b"");
@@ -336,37 +248,18 @@ fn size_limits_close_with_1009_before_buffering() {
 fn close_handshake_initiated_by_the_peer() {
     let mut s = server();
     let events = feed(&mut s, &masked(0x88, &[0x03, 0xe8, b'b', b'y', b'e']));
-    assert_eq!(
-        events,
-        vec![Event::Close {
-            code: CloseCode::NORMAL,
-            reason: "bye".into()
-        }]
-    );
+    assert_eq!(events, vec![Event::Close { code: CloseCode::NORMAL, reason: "bye".into() }]);
     assert!(s.is_closed());
-    assert_eq!(
-        transmit(&mut s),
-        [0x88, 0x02, 0x03, 0xe8],
-        "the code is echoed"
-    );
+    assert_eq!(transmit(&mut s), [0x88, 0x02, 0x03, 0xe8], "the code is echoed");
     let mut out = BytesMut::new();
-    assert_eq!(
-        s.send(MessageKind::Text, b"late", &mut out),
-        Err(SendError::Closed)
-    );
+    assert_eq!(s.send(MessageKind::Text, b"late", &mut out), Err(SendError::Closed));
     assert!(out.is_empty());
     // Nothing is read after the close.
     assert!(feed(&mut s, &masked(0x81, b"after")).is_empty());
     // An empty close is answered with 1000.
     let mut s = server();
     let events = feed(&mut s, &masked(0x88, b""));
-    assert_eq!(
-        events,
-        vec![Event::Close {
-            code: CloseCode::NO_STATUS,
-            reason: Bytes::new()
-        }]
-    );
+    assert_eq!(events, vec![Event::Close { code: CloseCode::NO_STATUS, reason: Bytes::new() }]);
     assert_eq!(transmit(&mut s), [0x88, 0x02, 0x03, 0xe8]);
 }
 
@@ -377,65 +270,28 @@ fn close_handshake_initiated_here() {
     s.close(CloseCode::GOING_AWAY, "restart", &mut out).unwrap();
     assert_eq!(&out[..4], &[0x88, 0x09, 0x03, 0xe9]);
     assert!(!s.can_send() && !s.is_closed());
-    assert_eq!(
-        s.close(CloseCode::NORMAL, "", &mut out),
-        Err(SendError::Closed)
-    );
+    assert_eq!(s.close(CloseCode::NORMAL, "", &mut out), Err(SendError::Closed));
     // Data still arriving is read but not handed out; pings are not answered.
-    let events = feed(
-        &mut s,
-        &[
-            masked(0x81, b"in flight"),
-            masked(0x89, b""),
-            masked(0x88, &[0x03, 0xe9]),
-        ]
-        .concat(),
-    );
+    let events =
+        feed(&mut s, &[masked(0x81, b"in flight"), masked(0x89, b""), masked(0x88, &[0x03, 0xe9])].concat());
     assert_eq!(
         events,
-        vec![
-            Event::Ping(Bytes::new()),
-            Event::Close {
-                code: CloseCode::GOING_AWAY,
-                reason: Bytes::new()
-            }
-        ]
+        vec![Event::Ping(Bytes::new()), Event::Close { code: CloseCode::GOING_AWAY, reason: Bytes::new() }]
     );
     assert!(s.is_closed());
     assert!(transmit(&mut s).is_empty(), "no second close, no pong");
-    assert_eq!(
-        s.close(CloseCode(1005), "", &mut out),
-        Err(SendError::Closed)
-    );
+    assert_eq!(s.close(CloseCode(1005), "", &mut out), Err(SendError::Closed));
     let mut c = client();
-    assert_eq!(
-        c.close(CloseCode(1005), "", &mut out),
-        Err(SendError::InvalidCloseCode)
-    );
-    assert_eq!(
-        c.close(CloseCode::NORMAL, &"x".repeat(124), &mut out),
-        Err(SendError::ControlTooLong)
-    );
+    assert_eq!(c.close(CloseCode(1005), "", &mut out), Err(SendError::InvalidCloseCode));
+    assert_eq!(c.close(CloseCode::NORMAL, &"x".repeat(124), &mut out), Err(SendError::ControlTooLong));
     assert_eq!(c.ping(&[0; 126], &mut out), Err(SendError::ControlTooLong));
 }
 
 #[test]
 fn idle_connection_holds_no_heap() {
     let mut s = server();
-    assert!(
-        size_of::<Connection>() <= 160,
-        "Connection is {} bytes",
-        size_of::<Connection>()
-    );
-    let events = feed(
-        &mut s,
-        &[
-            masked(0x89, b"hb"),
-            masked(0x01, b"frag"),
-            masked(0x80, b"ment"),
-        ]
-        .concat(),
-    );
+    assert!(size_of::<Connection>() <= 160, "Connection is {} bytes", size_of::<Connection>());
+    let events = feed(&mut s, &[masked(0x89, b"hb"), masked(0x01, b"frag"), masked(0x80, b"ment")].concat());
     assert_eq!(events.len(), 2);
     assert!(transmit(&mut s).len() > 2);
     assert_eq!(s.pending.capacity(), 0);
@@ -473,17 +329,10 @@ fn encode_all(from: &mut Connection, msgs: &[Msg], frags: usize) -> (Vec<u8>, Ve
                 let step = b.len().div_ceil(frags);
                 let chunks: Vec<&[u8]> = b.chunks(step).collect();
                 for (i, c) in chunks.iter().enumerate() {
-                    let op = if i == 0 {
-                        OpCode::Text
-                    } else {
-                        OpCode::Continuation
-                    };
+                    let op = if i == 0 { OpCode::Text } else { OpCode::Continuation };
                     let fin = i + 1 == chunks.len();
-                    let h = FrameHeader {
-                        fin,
-                        mask: from.mask_key(),
-                        ..FrameHeader::new(op, c.len() as u64)
-                    };
+                    let h =
+                        FrameHeader { fin, mask: from.mask_key(), ..FrameHeader::new(op, c.len() as u64) };
                     h.encode(&mut out);
                     let start = out.len();
                     out.extend_from_slice(c);
@@ -494,8 +343,7 @@ fn encode_all(from: &mut Connection, msgs: &[Msg], frags: usize) -> (Vec<u8>, Ve
                 expected.push(Event::Text(t.clone().into()));
             }
             Msg::Text(t) => {
-                from.send(MessageKind::Text, t.as_bytes(), &mut out)
-                    .unwrap();
+                from.send(MessageKind::Text, t.as_bytes(), &mut out).unwrap();
                 expected.push(Event::Text(t.clone().into()));
             }
             Msg::Binary(b) => {

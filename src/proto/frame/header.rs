@@ -213,7 +213,8 @@ mod tests {
         FrameHeader::new(OpCode::Binary, 65536).encode(&mut out);
         assert_eq!(&out[..], &[0x82, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0]);
         let mut out = BytesMut::new();
-        let header = FrameHeader { mask: Some([0x37, 0xfa, 0x21, 0x3d]), ..FrameHeader::new(OpCode::Text, 5) };
+        let header =
+            FrameHeader { mask: Some([0x37, 0xfa, 0x21, 0x3d]), ..FrameHeader::new(OpCode::Text, 5) };
         header.encode(&mut out);
         assert_eq!(&out[..], &[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d]);
     }
