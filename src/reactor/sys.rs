@@ -36,6 +36,7 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<StdListener> {
 
 /// Reads once from `stream` into the spare capacity of `buf` (reserving `want` bytes first)
 /// without initialising it; returns the byte count (0 at end of stream).
+#[allow(unsafe_code)] // the crate's only unsafe block: see the SAFETY note
 pub(crate) fn read_buf(stream: &mio::net::TcpStream, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
     buf.reserve(want);
     let spare = buf.spare_capacity_mut();
