@@ -1,12 +1,9 @@
 //! The handler behind `hibiki serve`.
 
-use std::net::SocketAddr;
-
 use bytes::Bytes;
 
 use crate::proto::frame::{OpCode, encode_frame_bytes};
-use crate::proto::handshake::request::Request;
-use crate::reactor::{ConnId, Ctx, Decision, Handler, HttpResponse, Message, MessageKind, WorkerCtx};
+use crate::reactor::{ConnId, Ctx, Decision, Handler, HttpRequest, HttpResponse, Message, MessageKind, WorkerCtx};
 
 /// Which endpoint a connection is on.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -50,14 +47,14 @@ impl Handler for ServeApp {
         ServeLocal::default()
     }
 
-    fn on_request(&self, request: &Request<'_, '_>, upgrade: bool, _peer: SocketAddr) -> Decision<Route> {
-        let route = match request.path() {
+    fn on_request(&self, request: &HttpRequest<'_, '_, '_>) -> Decision<Route> {
+        let route = match request.head.path() {
             "/echo" => Route::Echo,
             "/broadcast" => Route::Broadcast,
             "/healthz" => return Decision::Respond(HttpResponse::text(200, "ok\n")),
             _ => return Decision::Respond(HttpResponse::text(404, "not found\n")),
         };
-        if !upgrade {
+        if !request.upgrade {
             return Decision::Respond(HttpResponse::text(426, "this endpoint speaks WebSocket\n"));
         }
         Decision::Upgrade { session: route, protocol: None }

@@ -21,6 +21,8 @@ pub(crate) enum Phase {
     Open(Box<Connection>),
     /// Answering over plain HTTP; closed once the answer is flushed.
     Http,
+    /// A long-lived HTTP answer the application writes to (Server-Sent Events).
+    Stream,
 }
 
 /// Why and how a connection is going away.

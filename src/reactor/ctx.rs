@@ -61,6 +61,17 @@ impl<'a, H: Handler> WorkerCtx<'a, H> {
         self.core.send_frame(to, frame, true)
     }
 
+    /// Queues raw bytes to a stream opened with [`Decision::Stream`](super::Decision::Stream).
+    pub fn send_raw_to(&mut self, to: ConnId, bytes: &Bytes) -> bool {
+        self.core.send_raw(to, bytes)
+    }
+
+    /// Whether a connection of this worker negotiated permessage-deflate (it can take frames
+    /// compressed once for many).
+    pub fn is_compressed(&self, id: ConnId) -> bool {
+        self.core.is_compressed(id)
+    }
+
     /// Starts the closing handshake with a connection of this worker.
     pub fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) -> bool {
         self.core.close(id, code, reason)

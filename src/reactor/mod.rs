@@ -111,7 +111,21 @@ impl HttpResponse {
     }
 }
 
-/// What to do with a request: upgrade it, or answer it over plain HTTP and close.
+/// A request as [`Handler::on_request`] sees it.
+#[derive(Debug)]
+pub struct HttpRequest<'r, 'b, 'h> {
+    /// The parsed head.
+    pub head: &'r Request<'b, 'h>,
+    /// Whether the head is a valid WebSocket upgrade.
+    pub upgrade: bool,
+    /// The body (empty without `Content-Length`).
+    pub body: &'r [u8],
+    /// The peer's address.
+    pub peer: SocketAddr,
+}
+
+/// What to do with a request: upgrade it, answer it over plain HTTP and close, or answer
+/// with a stream the application keeps writing to (Server-Sent Events).
 #[derive(Debug)]
 pub enum Decision<S> {
     /// Upgrade to WebSocket with this session state and (optionally) one of the offered
@@ -124,6 +138,15 @@ pub enum Decision<S> {
     },
     /// Answer over HTTP and close.
     Respond(HttpResponse),
+    /// Answer with this head (status and headers; no length) and keep the connection as a
+    /// stream: the application writes to it with [`WorkerCtx::send_raw_to`] until either side
+    /// closes. [`Handler::on_open`] and [`Handler::on_close`] are called as for WebSockets.
+    Stream {
+        /// The stream's state.
+        session: S,
+        /// Status and headers of the answer.
+        head: HttpResponse,
+    },
 }
 
 /// The application side of a [`Server`]: called on the worker thread that owns the connection.
@@ -141,20 +164,13 @@ pub trait Handler: Send + Sync + Sized + 'static {
     /// Makes worker `worker`'s state.
     fn local(&self, worker: usize) -> Self::Local;
 
-    /// Decides about a request whose head arrived. `upgrade` is `Ok` for a valid WebSocket
-    /// upgrade, or the reason it is not one. The reactor has already enforced the limits
-    /// (origin, connection caps, header size).
+    /// Decides about a request whose head (and body, if it has one) arrived. The reactor has
+    /// already enforced the limits (origin, connection caps, header and body size).
     ///
     /// The default answers `/healthz` with 200 and everything else with 404, upgrades included;
     /// override it to accept upgrades.
-    fn on_request(
-        &self,
-        request: &Request<'_, '_>,
-        upgrade: bool,
-        peer: SocketAddr,
-    ) -> Decision<Self::Session> {
-        let _ = (upgrade, peer);
-        match request.path() {
+    fn on_request(&self, request: &HttpRequest<'_, '_, '_>) -> Decision<Self::Session> {
+        match request.head.path() {
             "/healthz" => Decision::Respond(HttpResponse::text(200, "ok\n")),
             _ => Decision::Respond(HttpResponse::text(404, "not found\n")),
         }
@@ -206,6 +222,8 @@ pub struct ServerConfig {
     pub deflate: Option<DeflateConfig>,
     /// Largest request head (431 past it). Default 8 KiB.
     pub max_request_size: usize,
+    /// Largest request body, for plain HTTP requests (413 past it). Default 64 KiB.
+    pub max_body_size: usize,
     /// Most connections on the server (503 past it). Default 1,000,000.
     pub max_connections: usize,
     /// Most connections from one IP address (429 past it). Default unlimited.
@@ -244,6 +262,7 @@ impl Default for ServerConfig {
             limits: crate::proto::Config::default().max_message_size(1 << 20),
             deflate: Some(DeflateConfig::default()),
             max_request_size: crate::proto::handshake::DEFAULT_MAX_REQUEST_SIZE,
+            max_body_size: 64 * 1024,
             max_connections: 1_000_000,
             max_connections_per_ip: usize::MAX,
             allowed_origins: Vec::new(),
@@ -306,6 +325,8 @@ impl ServerBuilder {
         deflate: Option<DeflateConfig>;
         /// Largest request head.
         max_request_size: usize;
+        /// Largest request body.
+        max_body_size: usize;
         /// Most connections.
         max_connections: usize;
         /// Most connections per IP address.

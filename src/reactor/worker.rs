@@ -19,7 +19,7 @@ use super::ip::IpCounter;
 use super::stats::{Rejection, Stats, WorkerStats};
 use super::sys;
 use super::timers::{Entry, Wheel};
-use super::{Decision, Handler, HttpResponse, Message, ServerConfig};
+use super::{Decision, Handler, HttpRequest, HttpResponse, Message, ServerConfig};
 use crate::proto::handshake::request::parse_request;
 use crate::proto::handshake::{EMPTY_HEADER, HandshakeError, MAX_HEADERS, Status, response};
 use crate::proto::{CloseCode, Connection, Event, MessageKind};
@@ -187,6 +187,28 @@ impl<C: Send + 'static> Core<C> {
         true
     }
 
+    /// Queues raw bytes to a stream (an SSE answer).
+    pub(crate) fn send_raw(&mut self, id: ConnId, bytes: &Bytes) -> bool {
+        let Some(key) = self.key(id) else { return false };
+        if !matches!(self.conns[key].phase, Phase::Stream) || self.conns[key].ending != Ending::No {
+            return false;
+        }
+        if !self.admit(key, bytes.len(), false) {
+            return false;
+        }
+        self.conns[key].out.push(bytes.clone());
+        self.mark_dirty(key);
+        true
+    }
+
+    /// Whether a connection negotiated permessage-deflate.
+    pub(crate) fn is_compressed(&self, id: ConnId) -> bool {
+        self.key(id).is_some_and(|key| match &self.conns[key].phase {
+            Phase::Open(ws) => ws.is_compressed(),
+            _ => false,
+        })
+    }
+
     pub(crate) fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) -> bool {
         let Some(key) = self.key(id) else { return false };
         self.close_key(key, code, reason)
@@ -231,6 +253,8 @@ impl<C: Send + 'static> Core<C> {
                     }
                     due
                 }
+                // A stream lives until a side closes; the application keeps it warm.
+                Phase::Stream => u64::MAX,
                 _ => at(conn.last_read, config.handshake_timeout),
             }
         };
@@ -588,7 +612,7 @@ impl<H: Handler> Worker<H> {
                         self.rbuf = input;
                     }
                 }
-                Phase::Http => {}
+                Phase::Http | Phase::Stream => conn.input.clear(),
             }
             let Some(conn) = self.core.conns.get_mut(key) else { return };
             if conn.input.is_empty() && conn.input.capacity() > 0 {
@@ -614,37 +638,43 @@ impl<H: Handler> Worker<H> {
         let input = std::mem::take(&mut self.core.conns[key].input);
         let mut headers = [EMPTY_HEADER; MAX_HEADERS];
         let outcome = match parse_request(&input, &mut headers, max) {
-            Ok(Status::Partial) => {
-                self.core.conns[key].input = input;
-                return;
-            }
-            Err(e) => Err(e),
-            Ok(Status::Complete(request)) => Ok(self.decide(key, &request)),
+            Ok(Status::Partial) => None,
+            Err(e) => Some(Err(e)),
+            Ok(Status::Complete(request)) => match body_len(&request) {
+                Err(()) => Some(Ok(Outcome::Respond(HttpResponse::text(400, "bad Content-Length\n"), Some(Rejection::BadRequest)))),
+                Ok(n) if n > self.core.config.max_body_size => {
+                    Some(Ok(Outcome::Respond(HttpResponse::text(413, "body too large\n"), Some(Rejection::TooLarge))))
+                }
+                Ok(n) if input.len() < request.len + n => None,
+                Ok(n) => Some(Ok(self.decide(key, &request, &input[request.len..request.len + n]))),
+            },
         };
         self.core.conns[key].input = input;
         match outcome {
-            Err(e) => {
+            None => {}
+            Some(Err(e)) => {
                 let why = if e.status() == 431 { Rejection::TooLarge } else { Rejection::BadRequest };
                 self.core.stats().rejected(why);
                 let mut out = Vec::new();
                 e.write_response(&mut out);
                 self.respond_raw(key, &out);
             }
-            Ok(Outcome::Respond(response, why)) => {
+            Some(Ok(Outcome::Respond(response, why))) => {
                 if let Some(why) = why {
                     self.core.stats().rejected(why);
                 }
                 self.respond(key, &response);
             }
-            Ok(Outcome::Reject(e, why)) => {
+            Some(Ok(Outcome::Reject(e, why))) => {
                 self.core.stats().rejected(why);
                 let mut out = Vec::new();
                 e.write_response(&mut out);
                 self.respond_raw(key, &out);
             }
-            Ok(Outcome::Upgrade { session, head_len, response, ws }) => {
+            Some(Ok(Outcome::Upgrade { session, head_len, response, ws })) => {
                 self.open(key, session, head_len, response, ws);
             }
+            Some(Ok(Outcome::Stream { session, head })) => self.open_stream(key, session, &head),
         }
     }
 
@@ -653,6 +683,7 @@ impl<H: Handler> Worker<H> {
         &self,
         key: usize,
         request: &crate::proto::handshake::request::Request<'_, '_>,
+        body: &[u8],
     ) -> Outcome<H::Session> {
         let conn = &self.core.conns[key];
         let config = &self.core.config;
@@ -674,7 +705,9 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
-        match self.handler.on_request(request, upgrade.is_ok(), conn.peer) {
+        let http = HttpRequest { head: request, upgrade: upgrade.is_ok(), body, peer: conn.peer };
+        match self.handler.on_request(&http) {
+            Decision::Stream { session, head } => Outcome::Stream { session, head },
             Decision::Respond(response) => {
                 let why = match response.status {
                     200..=399 => None,
@@ -708,16 +741,24 @@ impl<H: Handler> Worker<H> {
 
     fn respond(&mut self, key: usize, response: &HttpResponse) {
         let mut out = Vec::with_capacity(128 + response.body.len());
-        let reason = response::reason_phrase(response.status);
-        out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", response.status, reason).as_bytes());
-        for (name, value) in &response.headers {
-            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
-        }
-        out.extend_from_slice(
-            format!("Content-Length: {}\r\nConnection: close\r\n\r\n", response.body.len()).as_bytes(),
-        );
+        write_head(response, Some(response.body.len()), &mut out);
         out.extend_from_slice(&response.body);
         self.respond_raw(key, &out);
+    }
+
+    fn open_stream(&mut self, key: usize, session: H::Session, head: &HttpResponse) {
+        let mut out = Vec::with_capacity(256);
+        write_head(head, None, &mut out);
+        out.extend_from_slice(&head.body);
+        let conn = &mut self.core.conns[key];
+        conn.phase = Phase::Stream;
+        conn.input = BytesMut::new();
+        conn.out.push(Bytes::from(out));
+        self.sessions[key] = Some(session);
+        self.core.stats().opened();
+        self.core.mark_dirty(key);
+        let id = self.core.id_of(key);
+        self.with_ctx(key, id, |handler, ctx| handler.on_open(ctx));
     }
 
     fn respond_raw(&mut self, key: usize, bytes: &[u8]) {
@@ -848,6 +889,7 @@ impl<H: Handler> Worker<H> {
                 self.remove(key, code, false);
             }
             (Phase::Open(_), None) => self.drop_abnormal(key),
+            (Phase::Stream, _) => self.remove(key, CloseCode::NORMAL, false),
             _ => self.remove(key, CloseCode::ABNORMAL, false),
         }
     }
@@ -860,7 +902,7 @@ impl<H: Handler> Worker<H> {
     /// and the counters settle. The socket may linger a little longer for the TCP teardown.
     fn finalize(&mut self, key: usize, code: CloseCode, abnormal: bool) {
         let Some(conn) = self.core.conns.get_mut(key) else { return };
-        if conn.finalized || !matches!(conn.phase, Phase::Open(_)) {
+        if conn.finalized || !matches!(conn.phase, Phase::Open(_) | Phase::Stream) {
             return;
         }
         conn.finalized = true;
@@ -1044,6 +1086,7 @@ impl<H: Handler> Worker<H> {
                         }
                     }
                 }
+                Phase::Stream => return,
                 _ => {
                     if elapsed(conn.last_read.min(conn.last_message), config.handshake_timeout) {
                         self.core.stats().rejected(Rejection::Timeout);
@@ -1072,11 +1115,34 @@ impl<H: Handler> Worker<H> {
     }
 }
 
+/// Writes a status line and headers; `Content-Length` when the length is known, else the
+/// answer is a stream (closed by either side).
+fn write_head(response: &HttpResponse, length: Option<usize>, out: &mut Vec<u8>) {
+    let reason = response::reason_phrase(response.status);
+    out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", response.status, reason).as_bytes());
+    for (name, value) in &response.headers {
+        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    match length {
+        Some(n) => out.extend_from_slice(format!("Content-Length: {n}\r\nConnection: close\r\n\r\n").as_bytes()),
+        None => out.extend_from_slice(b"Cache-Control: no-cache\r\nConnection: keep-alive\r\n\r\n"),
+    }
+}
+
 fn ticks(d: Duration) -> u64 {
     (d.as_nanos().div_ceil(TICK.as_nanos())) as u64
 }
 
+/// The declared body length of a request (0 without `Content-Length`).
+fn body_len(request: &crate::proto::handshake::request::Request<'_, '_>) -> Result<usize, ()> {
+    match request.header("content-length") {
+        None => Ok(0),
+        Some(value) => std::str::from_utf8(value).ok().and_then(|v| v.trim().parse().ok()).ok_or(()),
+    }
+}
+
 enum Outcome<S> {
+    Stream { session: S, head: HttpResponse },
     Respond(HttpResponse, Option<Rejection>),
     Reject(HandshakeError, Rejection),
     Upgrade { session: S, head_len: usize, response: Vec<u8>, ws: Box<Connection> },
