@@ -47,7 +47,7 @@
 //! use hibiki::reactor::Server;
 //!
 //! // What `hibiki serve` runs: /echo, /broadcast, /healthz.
-//! let server = Server::builder().bind("127.0.0.1:8080".parse().unwrap()).start(ServeApp)?;
+//! let server = Server::builder().bind("127.0.0.1:8080".parse().unwrap()).start(ServeApp::default())?;
 //! server.wait();
 //! # Ok::<(), std::io::Error>(())
 //! ```
@@ -55,5 +55,6 @@
 #![deny(unsafe_code)]
 
 pub mod app;
+pub mod hub;
 pub mod proto;
 pub mod reactor;

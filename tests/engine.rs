@@ -17,7 +17,7 @@ const SEC: Duration = Duration::from_secs(1);
 
 #[test]
 fn echo_text_and_binary() {
-    let server = start(Server::builder(), ServeApp);
+    let server = start(Server::builder(), ServeApp::default());
     let mut peer = Peer::connect(server.local_addr(), "/echo");
     peer.send_text("hello");
     assert_eq!(peer.recv(), Event::Text(Bytes::from("hello")));
@@ -34,7 +34,7 @@ fn echo_text_and_binary() {
 
 #[test]
 fn healthz_and_unknown_paths() {
-    let server = start(Server::builder(), ServeApp);
+    let server = start(Server::builder(), ServeApp::default());
     let addr = server.local_addr();
     assert_eq!(status_of(&http(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")), 200);
     assert_eq!(status_of(&http(addr, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")), 404);
@@ -44,7 +44,7 @@ fn healthz_and_unknown_paths() {
 
 #[test]
 fn message_over_the_limit_closes_1009() {
-    let server = start(Server::builder().max_message_size(1000), ServeApp);
+    let server = start(Server::builder().max_message_size(1000), ServeApp::default());
     let mut peer = Peer::connect(server.local_addr(), "/echo");
     // Only the header of a 10 MB frame: refused from the header, nothing buffered.
     let header = &Peer::frame(0x82, &[0u8; 1001])[..8];
@@ -63,7 +63,7 @@ fn message_over_the_limit_closes_1009() {
 
 #[test]
 fn too_many_fragments_close_1009() {
-    let server = start(Server::builder().max_fragments(8), ServeApp);
+    let server = start(Server::builder().max_fragments(8), ServeApp::default());
     let mut peer = Peer::connect(server.local_addr(), "/echo");
     let mut bytes = Peer::frame(0x01, b"a");
     for _ in 0..10 {
@@ -75,7 +75,7 @@ fn too_many_fragments_close_1009() {
 
 #[test]
 fn invalid_utf8_closes_1007() {
-    let server = start(Server::builder(), ServeApp);
+    let server = start(Server::builder(), ServeApp::default());
     let mut peer = Peer::connect(server.local_addr(), "/echo");
     peer.send_raw(&Peer::frame(0x81, &[0xce, 0xba, 0xff]));
     assert_eq!(peer.expect_close(), CloseCode::INVALID_PAYLOAD);
@@ -86,7 +86,7 @@ fn invalid_utf8_closes_1007() {
 
 #[test]
 fn protocol_errors_close_1002() {
-    let server = start(Server::builder(), ServeApp);
+    let server = start(Server::builder(), ServeApp::default());
     let unmasked = vec![0x81, 0x02, b'h', b'i'];
     let cases: Vec<Vec<u8>> = vec![
         Peer::frame(0xc1, b"rsv1 without deflate"),
@@ -109,7 +109,7 @@ fn protocol_errors_close_1002() {
 
 #[test]
 fn deflate_bomb_closes_1009_without_inflating_it() {
-    let server = start(Server::builder().max_message_size(64 * 1024), ServeApp);
+    let server = start(Server::builder().max_message_size(64 * 1024), ServeApp::default());
     let mut peer = Peer::try_connect(server.local_addr(), "/echo", &[], true).unwrap();
     assert!(peer.ws.is_compressed(), "deflate negotiated");
     // 8 MB of zeros compress to a few KB, well under the frame limit.
@@ -124,7 +124,7 @@ fn deflate_bomb_closes_1009_without_inflating_it() {
 
 #[test]
 fn slow_handshake_times_out() {
-    let server = start(Server::builder().handshake_timeout(Duration::from_millis(200)), ServeApp);
+    let server = start(Server::builder().handshake_timeout(Duration::from_millis(200)), ServeApp::default());
     let mut stream = TcpStream::connect(server.local_addr()).unwrap();
     stream.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n").unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -139,7 +139,7 @@ fn slow_handshake_times_out() {
 
 #[test]
 fn oversized_headers_get_431() {
-    let server = start(Server::builder(), ServeApp);
+    let server = start(Server::builder(), ServeApp::default());
     let mut request = b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
     request.extend(std::iter::repeat_n(b'a', 10_000));
     request.extend_from_slice(b"\r\n\r\n");
@@ -148,7 +148,7 @@ fn oversized_headers_get_431() {
 
 #[test]
 fn forbidden_origin_gets_403() {
-    let server = start(Server::builder().allowed_origins(vec!["https://good.example".into()]), ServeApp);
+    let server = start(Server::builder().allowed_origins(vec!["https://good.example".into()]), ServeApp::default());
     let addr = server.local_addr();
     let refused =
         Peer::try_connect(addr, "/echo", &[("Origin", "https://evil.example")], false).err().unwrap();
@@ -158,7 +158,7 @@ fn forbidden_origin_gets_403() {
 
 #[test]
 fn per_ip_cap_gets_429_before_the_upgrade() {
-    let server = start(Server::builder().max_connections_per_ip(2), ServeApp);
+    let server = start(Server::builder().max_connections_per_ip(2), ServeApp::default());
     let addr = server.local_addr();
     let _a = Peer::connect(addr, "/echo");
     let _b = Peer::connect(addr, "/echo");
@@ -172,7 +172,7 @@ fn per_ip_cap_gets_429_before_the_upgrade() {
 
 #[test]
 fn server_full_gets_503() {
-    let server = start(Server::builder().max_connections(1), ServeApp);
+    let server = start(Server::builder().max_connections(1), ServeApp::default());
     let _a = Peer::connect(server.local_addr(), "/echo");
     let refused = Peer::try_connect(server.local_addr(), "/echo", &[], false).err().unwrap();
     assert_eq!(refused.status, 503);
@@ -181,7 +181,7 @@ fn server_full_gets_503() {
 #[test]
 fn slow_consumer_is_closed_1008_and_memory_stays_bounded() {
     let server =
-        start(Server::builder().soft_outbound_limit(64 * 1024).hard_outbound_limit(1 << 20), ServeApp);
+        start(Server::builder().soft_outbound_limit(64 * 1024).hard_outbound_limit(1 << 20), ServeApp::default());
     let addr = server.local_addr();
     // A subscriber that never reads, and a publisher that floods while a thread drains its
     // own copy of the broadcast.
@@ -216,7 +216,7 @@ fn silent_peer_is_closed_after_the_heartbeat_timeout() {
         Server::builder()
             .ping_interval(Some(Duration::from_millis(100)))
             .ping_timeout(Duration::from_millis(200)),
-        ServeApp,
+        ServeApp::default(),
     );
     let peer = Peer::connect(server.local_addr(), "/echo");
     // Do not read: the ping is never answered.
@@ -236,7 +236,7 @@ fn silent_peer_is_closed_after_the_heartbeat_timeout() {
 
 #[test]
 fn graceful_shutdown_sends_1001_and_stops() {
-    let server = start(Server::builder(), ServeApp);
+    let server = start(Server::builder(), ServeApp::default());
     let mut a = Peer::connect(server.local_addr(), "/echo");
     let mut b = Peer::connect(server.local_addr(), "/broadcast");
     let addr = server.local_addr();
@@ -249,7 +249,7 @@ fn graceful_shutdown_sends_1001_and_stops() {
 
 #[test]
 fn handshake_and_first_frame_in_one_packet() {
-    let server = start(Server::builder(), ServeApp);
+    let server = start(Server::builder(), ServeApp::default());
     let addr = server.local_addr();
     let (mut bytes, _) = common::request_bytes(addr, "/echo", &[], false);
     bytes.extend(Peer::frame(0x81, b"early"));
@@ -267,7 +267,7 @@ fn handshake_and_first_frame_in_one_packet() {
 
 #[test]
 fn frame_written_one_byte_at_a_time() {
-    let server = start(Server::builder(), ServeApp);
+    let server = start(Server::builder(), ServeApp::default());
     let mut peer = Peer::connect(server.local_addr(), "/echo");
     for byte in Peer::frame(0x81, "slow κόσμε".as_bytes()) {
         peer.send_raw(&[byte]);
@@ -278,7 +278,7 @@ fn frame_written_one_byte_at_a_time() {
 
 #[test]
 fn fifty_frames_in_one_write_are_answered_in_order() {
-    let server = start(Server::builder(), ServeApp);
+    let server = start(Server::builder(), ServeApp::default());
     let mut peer = Peer::connect(server.local_addr(), "/echo");
     let bytes: Vec<u8> = (0..50).flat_map(|i| Peer::frame(0x81, format!("m{i}").as_bytes())).collect();
     peer.send_raw(&bytes);
@@ -289,7 +289,7 @@ fn fifty_frames_in_one_write_are_answered_in_order() {
 
 #[test]
 fn message_larger_than_the_socket_buffers_both_ways() {
-    let server = start(Server::builder().max_message_size(16 << 20), ServeApp);
+    let server = start(Server::builder().max_message_size(16 << 20), ServeApp::default());
     let mut peer = Peer::connect(server.local_addr(), "/echo");
     let payload: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
     let mut writer = peer.stream.try_clone().unwrap();
@@ -305,7 +305,7 @@ fn message_larger_than_the_socket_buffers_both_ways() {
 
 #[test]
 fn broadcast_reaches_every_member_once() {
-    let server = start(Server::builder().threads(2), ServeApp);
+    let server = start(Server::builder().threads(2), ServeApp::default());
     let addr = server.local_addr();
     let mut members: Vec<Peer> = (0..6).map(|_| Peer::connect(addr, "/broadcast")).collect();
     // Let every member register before the publish.

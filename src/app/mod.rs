@@ -1,11 +1,16 @@
 //! The application of `hibiki serve`: what each path does.
 //!
+//! - `/ws`: the app protocol (rooms, acks, presence, history, batching) — see `docs/protocol.md`.
+//! - `/sse?room=...`: a room as Server-Sent Events, resumable with `Last-Event-ID`.
+//! - `POST /api/publish`: a backend publishes to a room (`Authorization: Bearer <api key>`).
+//! - `/metrics`: Prometheus text; `/healthz`: 200.
 //! - `/echo`: every message comes back with its type (the conformance and load target).
-//! - `/broadcast`: every message goes to every connection on `/broadcast`, on every worker,
-//!   encoded once.
-//! - `/healthz`: 200.
+//! - `/broadcast`: every message goes to every connection on `/broadcast`, encoded once.
 //! - anything else: 404.
 
+pub mod auth;
+pub mod envelope;
+pub mod metrics;
 mod serve;
 
-pub use serve::{Route, ServeApp, ServeLocal};
+pub use serve::{AppCommand, Route, ServeApp, ServeConfig, ServeLocal};

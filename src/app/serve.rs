@@ -1,74 +1,210 @@
 //! The handler behind `hibiki serve`.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+use serde_json::{Value, json};
 
+use super::auth::{Auth, query_param};
+use super::envelope::{Encoding, JSON_PROTOCOL, MSGPACK_PROTOCOL};
+use super::metrics;
+use crate::hub::broadcast::Broadcast;
+use crate::hub::{Hub, HubConfig, HubLocal, Session};
+use crate::proto::CloseCode;
 use crate::proto::frame::{OpCode, encode_frame_bytes};
-use crate::reactor::{ConnId, Ctx, Decision, Handler, HttpRequest, HttpResponse, Message, MessageKind, WorkerCtx};
+use crate::reactor::{ConnId, Ctx, Decision, Handle, Handler, HttpRequest, HttpResponse, Message, MessageKind, WorkerCtx};
 
-/// Which endpoint a connection is on.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+/// What `hibiki serve` runs, besides the transport settings.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct ServeConfig {
+    /// Rooms, history and ticks.
+    pub hub: HubConfig,
+    /// HS256 secret: with it, `/ws` and `/sse` need a token (401 otherwise).
+    pub jwt_secret: Option<String>,
+    /// Key for `POST /api/publish` (`Authorization: Bearer <key>`); without it the API is off.
+    pub api_key: Option<String>,
+}
+
+/// A connection's route and state.
+#[derive(Debug)]
 pub enum Route {
     /// `/echo`.
     Echo,
     /// `/broadcast`.
     Broadcast,
+    /// `/ws`: the app protocol.
+    Hub(Box<Session>),
+    /// `/sse?room=...`: a Server-Sent Events stream of one room.
+    Sse {
+        /// The room.
+        room: String,
+        /// History to replay first.
+        last_event_id: Option<u64>,
+    },
 }
 
 /// The `hibiki serve` handler.
-#[derive(Debug, Default)]
-pub struct ServeApp;
-
-/// Per-worker state: the `/broadcast` members of this worker.
-#[derive(Debug, Default)]
-pub struct ServeLocal {
-    members: Vec<ConnId>,
+#[derive(Debug)]
+pub struct ServeApp {
+    hub: Hub,
+    auth: Auth,
+    api_key: Option<String>,
 }
 
-/// A frame encoded once, for the `/broadcast` members of other workers.
-#[derive(Clone, Debug)]
-pub struct Fanout(Bytes);
+impl Default for ServeApp {
+    fn default() -> Self {
+        Self::new(ServeConfig::default())
+    }
+}
 
-impl ServeLocal {
-    fn fan_out(ctx: &mut WorkerCtx<'_, ServeApp>, frame: &Bytes) {
-        let members = std::mem::take(&mut ctx.local().members);
-        for &member in &members {
-            ctx.send_frame_to(member, frame);
+/// Per-worker state: `/broadcast` members and the hub's rooms on this worker.
+#[derive(Debug)]
+pub struct ServeLocal {
+    members: Vec<ConnId>,
+    hub: HubLocal,
+}
+
+/// What one worker tells another.
+#[derive(Clone, Debug)]
+pub enum AppCommand {
+    /// A `/broadcast` frame, encoded once.
+    Fanout(Bytes),
+    /// A room message or event.
+    Deliver(Arc<Broadcast>),
+}
+
+impl ServeApp {
+    /// The app with these settings.
+    pub fn new(config: ServeConfig) -> Self {
+        Self {
+            hub: Hub::new(config.hub, 1),
+            auth: Auth::new(config.jwt_secret.as_deref()),
+            api_key: config.api_key,
         }
-        ctx.local().members = members;
+    }
+
+    /// The hub.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    fn fan_out(ctx: &mut WorkerCtx<'_, Self>, frame: &Bytes) {
+        let (local, mut out) = ctx.split();
+        for &member in &local.members {
+            out.send_frame_to(member, frame);
+        }
+    }
+
+    fn publish_api(&self, request: &HttpRequest<'_, '_, '_>) -> HttpResponse {
+        let Some(key) = &self.api_key else {
+            return HttpResponse::text(403, "the publish API is off: start with --api-key\n");
+        };
+        if request.head.method != "POST" {
+            return HttpResponse { headers: vec![("Allow".into(), "POST".into())], ..HttpResponse::text(405, "POST only\n") };
+        }
+        if request.head.bearer_token() != Some(key.as_str()) {
+            return HttpResponse::text(401, "bad or missing API key\n");
+        }
+        let Ok(body) = serde_json::from_slice::<Value>(request.body) else {
+            return HttpResponse::text(400, "body must be JSON: {\"room\": ..., \"data\": ...}\n");
+        };
+        let Some(room) = body.get("room").and_then(Value::as_str).filter(|r| !r.is_empty()) else {
+            return HttpResponse::text(400, "body.room must be a non-empty string\n");
+        };
+        let data = body.get("data").cloned().unwrap_or(Value::Null);
+        let seq = self.hub.publish(room, data, &Arc::from("server"), None, true, false, None, None);
+        HttpResponse::with_type(200, "application/json", json!({"room": room, "seq": seq}).to_string())
+    }
+
+    fn upgrade_hub(&self, request: &HttpRequest<'_, '_, '_>) -> Decision<Route> {
+        if !request.upgrade {
+            return Decision::Respond(HttpResponse::text(426, "this endpoint speaks WebSocket\n"));
+        }
+        let identity = match self.auth.authenticate(request.head) {
+            Ok(identity) => identity,
+            Err(e) => return Decision::Respond(HttpResponse::text(401, format!("{e}\n"))),
+        };
+        let offered = request.head.upgrade().map(|u| u.select_protocol(&[MSGPACK_PROTOCOL, JSON_PROTOCOL]));
+        let (encoding, protocol) = match offered.ok().flatten() {
+            Some(MSGPACK_PROTOCOL) => (Encoding::MsgPack, Some(MSGPACK_PROTOCOL)),
+            Some(p) => (Encoding::Json, Some(p)),
+            None => (Encoding::Json, None),
+        };
+        Decision::Upgrade { session: Route::Hub(Box::new(Session::new(identity, encoding))), protocol }
+    }
+
+    fn open_sse(&self, request: &HttpRequest<'_, '_, '_>) -> Decision<Route> {
+        let identity = match self.auth.authenticate(request.head) {
+            Ok(identity) => identity,
+            Err(e) => return Decision::Respond(HttpResponse::text(401, format!("{e}\n"))),
+        };
+        let Some(room) = request.head.query().and_then(|q| query_param(q, "room")).filter(|r| !r.is_empty()) else {
+            return Decision::Respond(HttpResponse::text(400, "missing ?room=\n"));
+        };
+        if !identity.may_join(&room) {
+            return Decision::Respond(HttpResponse::text(403, "not allowed in this room\n"));
+        }
+        let last_event_id = request
+            .head
+            .header("last-event-id")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse().ok());
+        let head = HttpResponse::with_type(200, "text/event-stream", Bytes::new());
+        Decision::Stream { session: Route::Sse { room, last_event_id }, head }
     }
 }
 
 impl Handler for ServeApp {
     type Session = Route;
     type Local = ServeLocal;
-    type Command = Fanout;
+    type Command = AppCommand;
 
-    fn local(&self, _worker: usize) -> ServeLocal {
-        ServeLocal::default()
+    fn local(&self, worker: usize) -> ServeLocal {
+        ServeLocal { members: Vec::new(), hub: HubLocal::new(worker) }
+    }
+
+    fn on_start(&self, handle: &Handle<AppCommand>) {
+        let handle = handle.clone();
+        self.hub.set_poster(handle.workers(), move |worker, message| {
+            handle.post(worker, AppCommand::Deliver(message));
+        });
     }
 
     fn on_request(&self, request: &HttpRequest<'_, '_, '_>) -> Decision<Route> {
-        let route = match request.head.path() {
-            "/echo" => Route::Echo,
-            "/broadcast" => Route::Broadcast,
-            "/healthz" => return Decision::Respond(HttpResponse::text(200, "ok\n")),
-            _ => return Decision::Respond(HttpResponse::text(404, "not found\n")),
-        };
-        if !request.upgrade {
-            return Decision::Respond(HttpResponse::text(426, "this endpoint speaks WebSocket\n"));
+        match request.head.path() {
+            "/echo" if request.upgrade => Decision::Upgrade { session: Route::Echo, protocol: None },
+            "/broadcast" if request.upgrade => Decision::Upgrade { session: Route::Broadcast, protocol: None },
+            "/echo" | "/broadcast" => Decision::Respond(HttpResponse::text(426, "this endpoint speaks WebSocket\n")),
+            "/ws" => self.upgrade_hub(request),
+            "/sse" => self.open_sse(request),
+            "/api/publish" => Decision::Respond(self.publish_api(request)),
+            "/healthz" => Decision::Respond(HttpResponse::text(200, "ok\n")),
+            "/metrics" => Decision::Respond(HttpResponse::with_type(
+                200,
+                "text/plain; version=0.0.4",
+                metrics::render(&request.stats.snapshot(), &self.hub),
+            )),
+            _ => Decision::Respond(HttpResponse::text(404, "not found\n")),
         }
-        Decision::Upgrade { session: route, protocol: None }
     }
 
     fn on_open(&self, ctx: &mut Ctx<'_, Self>) {
-        if *ctx.session() == Route::Broadcast {
-            let id = ctx.id();
-            ctx.local().members.push(id);
+        let id = ctx.id();
+        let (route, local, mut out) = ctx.split_session();
+        match route {
+            Route::Broadcast => local.members.push(id),
+            Route::Echo => {}
+            Route::Hub(session) => self.hub.on_open(&mut local.hub, &mut out, id, session),
+            Route::Sse { room, last_event_id } => {
+                self.hub.sse_open(&mut local.hub, &mut out, id, room, *last_event_id);
+            }
         }
     }
 
     fn on_message(&self, ctx: &mut Ctx<'_, Self>, message: Message) {
-        match *ctx.session() {
+        let id = ctx.id();
+        match ctx.session() {
             Route::Echo => {
                 ctx.send(message.kind, &message.data);
             }
@@ -80,24 +216,48 @@ impl Handler for ServeApp {
                 let frame = encode_frame_bytes(opcode, &message.data);
                 let worker = ctx.worker();
                 if ctx.handle().workers() > 1 {
-                    ctx.handle().post_others(worker, &Fanout(frame.clone()));
+                    ctx.handle().post_others(worker, &AppCommand::Fanout(frame.clone()));
                 }
-                ServeLocal::fan_out(ctx, &frame);
+                Self::fan_out(ctx, &frame);
+            }
+            Route::Hub(_) => {
+                let (route, local, mut out) = ctx.split_session();
+                if let Route::Hub(session) = route {
+                    self.hub.on_message(&mut local.hub, &mut out, id, session, &message);
+                }
+            }
+            Route::Sse { .. } => {}
+        }
+    }
+
+    fn on_close(&self, ctx: &mut Ctx<'_, Self>, _code: CloseCode, _reason: &str) {
+        let id = ctx.id();
+        let (route, local) = ctx.parts();
+        match route {
+            Route::Broadcast => {
+                if let Some(i) = local.members.iter().position(|&m| m == id) {
+                    local.members.swap_remove(i);
+                }
+            }
+            Route::Echo => {}
+            Route::Hub(session) => self.hub.on_close(&mut local.hub, id, session),
+            Route::Sse { room, .. } => self.hub.sse_close(&mut local.hub, id, room),
+        }
+    }
+
+    fn on_command(&self, ctx: &mut WorkerCtx<'_, Self>, command: AppCommand) {
+        match command {
+            AppCommand::Fanout(frame) => Self::fan_out(ctx, &frame),
+            AppCommand::Deliver(message) => {
+                let (local, mut out) = ctx.split();
+                self.hub.deliver(&mut local.hub, &mut out, &message);
             }
         }
     }
 
-    fn on_close(&self, ctx: &mut Ctx<'_, Self>, _code: crate::proto::CloseCode, _reason: &str) {
-        if *ctx.session() == Route::Broadcast {
-            let id = ctx.id();
-            let members = &mut ctx.local().members;
-            if let Some(i) = members.iter().position(|&m| m == id) {
-                members.swap_remove(i);
-            }
-        }
-    }
-
-    fn on_command(&self, ctx: &mut WorkerCtx<'_, Self>, command: Fanout) {
-        ServeLocal::fan_out(ctx, &command.0);
+    fn on_tick(&self, ctx: &mut WorkerCtx<'_, Self>) {
+        let now = ctx.now();
+        let (local, mut out) = ctx.split();
+        self.hub.on_tick(&mut local.hub, &mut out, now);
     }
 }

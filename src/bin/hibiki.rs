@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use hibiki::app::ServeApp;
+use hibiki::app::{ServeApp, ServeConfig};
+use hibiki::hub::HubConfig;
 use hibiki::reactor::Server;
 
 #[derive(Parser, Debug)]
@@ -65,6 +66,28 @@ struct ServeArgs {
     /// Outbound bytes queued for one connection before it is closed as a slow consumer.
     #[arg(long, env = "HIBIKI_MAX_OUTBOUND", default_value_t = 16 << 20)]
     max_outbound: usize,
+    /// HS256 secret: `/ws` and `/sse` then need a JWT (header, `token` query or cookie).
+    #[arg(long, env = "HIBIKI_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Key for `POST /api/publish` (`Authorization: Bearer <key>`); without it the API is off.
+    #[arg(long, env = "HIBIKI_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Messages kept per room for resume.
+    #[arg(long, env = "HIBIKI_HISTORY_SIZE", default_value_t = 1000)]
+    history_size: usize,
+    /// Seconds after which history is dropped (default: kept until pushed out by size).
+    #[arg(long, env = "HIBIKI_HISTORY_TTL")]
+    history_ttl: Option<f64>,
+    /// Room pattern batched per tick (repeat or comma-separate; `*` at the end is a prefix).
+    #[arg(long = "tick-room", env = "HIBIKI_TICK_ROOMS", value_delimiter = ',', default_value = "game:*")]
+    tick_rooms: Vec<String>,
+    /// Ticks per second of tick rooms.
+    #[arg(long, env = "HIBIKI_TICK_RATE", default_value_t = 60)]
+    tick_rate: u32,
+    /// TOML file with any of these settings (keys as the flags, e.g. `max-message-size = 65536`);
+    /// flags and environment variables win over it.
+    #[arg(long, env = "HIBIKI_CONFIG")]
+    config: Option<std::path::PathBuf>,
 }
 
 fn secs(s: f64) -> Duration {
@@ -91,8 +114,19 @@ fn serve(args: ServeArgs) -> std::io::Result<()> {
     if args.no_deflate {
         builder = builder.deflate(None);
     }
+    let tick_rate = args.tick_rate.max(1);
+    builder = builder.tick(Some(Duration::from_secs(1) / tick_rate));
     let threads = builder.config().threads;
-    let server = builder.start(ServeApp)?;
+    let mut hub = HubConfig::default();
+    hub.history_size = args.history_size;
+    hub.history_ttl = args.history_ttl.map(secs);
+    hub.tick_patterns = args.tick_rooms;
+    hub.tick_rate = tick_rate;
+    let mut app = ServeConfig::default();
+    app.hub = hub;
+    app.jwt_secret = args.jwt_secret;
+    app.api_key = args.api_key;
+    let server = builder.start(ServeApp::new(app))?;
     tracing::info!(addr = %server.local_addr(), threads, "hibiki serve listening");
     let handle = server.handle();
     let mut signals =
@@ -108,6 +142,54 @@ fn serve(args: ServeArgs) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Reads `--config FILE` (or `HIBIKI_CONFIG`) before the flags are parsed and turns each key
+/// into the environment variable of its flag, unless that variable is already set: flags win
+/// over the environment, which wins over the file.
+fn load_config_file() -> Result<(), String> {
+    let mut args = std::env::args().skip(1);
+    let mut path = std::env::var_os("HIBIKI_CONFIG").map(std::path::PathBuf::from);
+    while let Some(arg) = args.next() {
+        if arg == "--config" {
+            path = args.next().map(Into::into);
+        } else if let Some(p) = arg.strip_prefix("--config=") {
+            path = Some(p.into());
+        }
+    }
+    let Some(path) = path else { return Ok(()) };
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("config {}: {e}", path.display()))?;
+    let table: toml::Table = text.parse().map_err(|e| format!("config {}: {e}", path.display()))?;
+    for (key, value) in &table {
+        let var = format!("HIBIKI_{}", key.replace('-', "_").to_uppercase());
+        let var = match var.as_str() {
+            "HIBIKI_ALLOWED_ORIGIN" => "HIBIKI_ALLOWED_ORIGINS".to_string(),
+            "HIBIKI_TICK_ROOM" => "HIBIKI_TICK_ROOMS".to_string(),
+            _ => var,
+        };
+        if std::env::var_os(&var).is_some() {
+            continue;
+        }
+        let text = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                .collect::<Vec<_>>()
+                .join(","),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => other.to_string(),
+        };
+        set_env(&var, &text);
+    }
+    Ok(())
+}
+
+#[allow(unsafe_code)]
+fn set_env(var: &str, value: &str) {
+    // SAFETY: called from `main` before the logger, the server or any other thread starts, so
+    // nothing reads the environment concurrently.
+    unsafe { std::env::set_var(var, value) };
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -116,6 +198,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Err(e) = load_config_file() {
+        eprintln!("hibiki: {e}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),

@@ -33,6 +33,11 @@ impl<'a, H: Handler> WorkerCtx<'a, H> {
         self.local
     }
 
+    /// This worker's state and its sending side at once, for fan-out loops over the state.
+    pub fn split(&mut self) -> (&mut H::Local, Outbox<'_, H::Command>) {
+        (self.local, Outbox { core: self.core })
+    }
+
     /// A handle to every worker.
     pub fn handle(&self) -> &Handle<H::Command> {
         self.core.handle()
@@ -66,8 +71,8 @@ impl<'a, H: Handler> WorkerCtx<'a, H> {
         self.core.send_raw(to, bytes)
     }
 
-    /// Whether a connection of this worker negotiated permessage-deflate (it can take frames
-    /// compressed once for many).
+    /// Whether a connection of this worker negotiated permessage-deflate such that it can take
+    /// frames compressed once for many (a fresh context per message, 15-bit window).
     pub fn is_compressed(&self, id: ConnId) -> bool {
         self.core.is_compressed(id)
     }
@@ -130,6 +135,11 @@ impl<H: Handler> Ctx<'_, H> {
         (self.session, self.worker.local)
     }
 
+    /// This connection's state, its worker's state and the worker's sending side, at once.
+    pub fn split_session(&mut self) -> (&mut H::Session, &mut H::Local, Outbox<'_, H::Command>) {
+        (self.session, self.worker.local, Outbox { core: self.worker.core })
+    }
+
     /// The peer's address.
     pub fn peer(&self) -> Option<SocketAddr> {
         self.worker.core.peer(self.id)
@@ -172,5 +182,53 @@ impl<H: Handler> Ctx<'_, H> {
     /// Whether this connection is past its soft outbound budget.
     pub fn is_backpressured(&self) -> bool {
         self.worker.core.buffered(self.id) > self.worker.core.config.soft_outbound_limit
+    }
+}
+
+/// The sending side of a worker, borrowed apart from its state (see [`WorkerCtx::split`]).
+pub struct Outbox<'a, C> {
+    core: &'a mut Core<C>,
+}
+
+impl<C> std::fmt::Debug for Outbox<'_, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").field("worker", &self.core.index).finish()
+    }
+}
+
+impl<C: Send + 'static> Outbox<'_, C> {
+    /// As [`WorkerCtx::send_frame_to`].
+    pub fn send_frame_to(&mut self, to: ConnId, frame: &Bytes) -> bool {
+        self.core.send_frame(to, frame, false)
+    }
+
+    /// As [`WorkerCtx::send_volatile_to`].
+    pub fn send_volatile_to(&mut self, to: ConnId, frame: &Bytes) -> bool {
+        self.core.send_frame(to, frame, true)
+    }
+
+    /// As [`WorkerCtx::send_to`].
+    pub fn send_to(&mut self, to: ConnId, kind: MessageKind, payload: &[u8]) -> bool {
+        self.core.send(to, kind, payload)
+    }
+
+    /// As [`WorkerCtx::send_raw_to`].
+    pub fn send_raw_to(&mut self, to: ConnId, bytes: &Bytes) -> bool {
+        self.core.send_raw(to, bytes)
+    }
+
+    /// As [`WorkerCtx::buffered`].
+    pub fn buffered(&self, id: ConnId) -> usize {
+        self.core.buffered(id)
+    }
+
+    /// As [`WorkerCtx::is_compressed`].
+    pub fn is_compressed(&self, id: ConnId) -> bool {
+        self.core.is_compressed(id)
+    }
+
+    /// The soft outbound budget: past it a connection is backpressured.
+    pub fn soft_limit(&self) -> usize {
+        self.core.config.soft_outbound_limit
     }
 }

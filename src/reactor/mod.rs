@@ -60,7 +60,7 @@ use bytes::Bytes;
 pub use crate::proto::MessageKind;
 use crate::proto::deflate::DeflateConfig;
 use crate::proto::handshake::request::Request;
-pub use ctx::{Ctx, WorkerCtx};
+pub use ctx::{Ctx, Outbox, WorkerCtx};
 pub use handle::{ConnId, Handle};
 pub use stats::{COUNTED_CLOSE_CODES, REJECTIONS, Rejection, Stats, StatsSnapshot};
 
@@ -122,6 +122,8 @@ pub struct HttpRequest<'r, 'b, 'h> {
     pub body: &'r [u8],
     /// The peer's address.
     pub peer: SocketAddr,
+    /// The server's counters (for a metrics endpoint).
+    pub stats: &'r Stats,
 }
 
 /// What to do with a request: upgrade it, answer it over plain HTTP and close, or answer
@@ -163,6 +165,11 @@ pub trait Handler: Send + Sync + Sized + 'static {
 
     /// Makes worker `worker`'s state.
     fn local(&self, worker: usize) -> Self::Local;
+
+    /// Called once with the server's handle, before any connection is served.
+    fn on_start(&self, handle: &Handle<Self::Command>) {
+        let _ = handle;
+    }
 
     /// Decides about a request whose head (and body, if it has one) arrived. The reactor has
     /// already enforced the limits (origin, connection caps, header and body size).
@@ -411,6 +418,7 @@ impl<H: Handler> Running<H> {
             senders.push(sender);
         }
         let handle = Handle::new(senders, stats);
+        handler.on_start(&handle);
         let mut joins = Vec::with_capacity(threads);
         for mut worker in workers {
             worker.set_handle(handle.clone());

@@ -201,10 +201,10 @@ impl<C: Send + 'static> Core<C> {
         true
     }
 
-    /// Whether a connection negotiated permessage-deflate.
+    /// Whether a connection takes frames compressed once for many with a 15-bit window.
     pub(crate) fn is_compressed(&self, id: ConnId) -> bool {
         self.key(id).is_some_and(|key| match &self.conns[key].phase {
-            Phase::Open(ws) => ws.is_compressed(),
+            Phase::Open(ws) => ws.shared_compression().is_some_and(|(_, bits)| bits == 15),
             _ => false,
         })
     }
@@ -705,7 +705,8 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
-        let http = HttpRequest { head: request, upgrade: upgrade.is_ok(), body, peer: conn.peer };
+        let stats = &self.core.stats;
+        let http = HttpRequest { head: request, upgrade: upgrade.is_ok(), body, peer: conn.peer, stats };
         match self.handler.on_request(&http) {
             Decision::Stream { session, head } => Outcome::Stream { session, head },
             Decision::Respond(response) => {

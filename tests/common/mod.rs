@@ -65,10 +65,25 @@ impl Peer {
         headers: &[(&str, &str)],
         deflate: bool,
     ) -> Result<Self, Refused> {
+        Self::try_connect_with(addr, path, headers, deflate, &[])
+    }
+
+    pub fn try_connect_with(
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+        deflate: bool,
+        protocols: &[&str],
+    ) -> Result<Self, Refused> {
         let mut stream = TcpStream::connect(addr).expect("connect");
         stream.set_nodelay(true).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let (request, key) = request_bytes(addr, path, headers, deflate);
+        let joined = protocols.join(", ");
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        if !protocols.is_empty() {
+            all.push(("Sec-WebSocket-Protocol", &joined));
+        }
+        let (request, key) = request_bytes(addr, path, &all, deflate);
         stream.write_all(&request).unwrap();
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
@@ -84,7 +99,7 @@ impl Peer {
                         let head = String::from_utf8_lossy(&buf).into_owned();
                         return Err(Refused { status: response.code, head });
                     }
-                    let accepted = response.validate(&key, &[]).expect("valid 101");
+                    let accepted = response.validate(&key, protocols).expect("valid 101");
                     let params =
                         DeflateConfig::default().accept_response(accepted.extensions()).expect("deflate");
                     let config = Config::default().max_message_size(64 << 20);

@@ -224,6 +224,14 @@ impl Connection {
         self.deflate.is_some()
     }
 
+    /// `Some((level, window_bits))` when this side compresses each message from a fresh
+    /// context, so a frame compressed once by
+    /// [`compress_shared`](crate::proto::deflate::compress_shared) with those settings (or a
+    /// smaller window) may be sent on this connection as is.
+    pub fn shared_compression(&self) -> Option<(u32, u8)> {
+        self.deflate.as_ref().and_then(DeflateState::shared_compression)
+    }
+
     /// Whether data may still be sent (no Close frame sent yet).
     #[must_use]
     pub fn can_send(&self) -> bool {

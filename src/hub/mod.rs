@@ -1,0 +1,727 @@
+//! The hub: rooms, acks, presence, history and resume, and 60 Hz batching.
+//!
+//! A room's shared state ([`room::Room`]: seq, history, presence, which workers have
+//! members) is behind one mutex per room. Membership lives in each worker ([`HubLocal`]), so
+//! fan-out touches no lock: publishing numbers the message under the room's lock, posts one
+//! `Arc<Broadcast>` to each worker with members, and each worker queues the frame — encoded
+//! once per variant for the whole server — to its members.
+//!
+//! The wire protocol is described in `docs/protocol.md`.
+
+pub mod broadcast;
+pub mod room;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::app::auth::Identity;
+use crate::app::envelope::{self, Encoding, MessageId, Outgoing, decode, now_ms};
+use crate::reactor::{ConnId, Message, Outbox};
+use broadcast::{Broadcast, Variant, batch_body, ws_frame};
+use room::{Registry, Resume};
+
+/// Cached acks per connection, for idempotent retries.
+const ACK_CACHE: usize = 128;
+/// Messages a lagging member of a tick room may hold before it is closed as a slow consumer.
+const TICK_BACKLOG: usize = 4096;
+
+/// Hub settings.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HubConfig {
+    /// Messages kept per room for resume. Default 1000.
+    pub history_size: usize,
+    /// Age past which history is dropped. Default none.
+    pub history_ttl: Option<Duration>,
+    /// Rooms batched per tick. Default `game:*`.
+    pub tick_patterns: Vec<String>,
+    /// Ticks per second. Default 60.
+    pub tick_rate: u32,
+    /// Rooms one connection may join. Default 256.
+    pub max_rooms_per_connection: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            history_size: 1000,
+            history_ttl: None,
+            tick_patterns: vec!["game:*".into()],
+            tick_rate: 60,
+            max_rooms_per_connection: 256,
+        }
+    }
+}
+
+/// Counters of the hub, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct HubCounters {
+    /// Messages published.
+    pub published: AtomicU64,
+    /// Ticks that came later than one and a half periods after the previous one.
+    pub late_ticks: AtomicU64,
+    /// Ticks run.
+    pub ticks: AtomicU64,
+    /// Batch frames sent.
+    pub batches: AtomicU64,
+    /// Tick-room messages replaced by a newer one with the same key before being sent.
+    pub replaced: AtomicU64,
+}
+
+type Poster = Box<dyn Fn(usize, Arc<Broadcast>) + Send + Sync>;
+
+/// The shared part of the hub.
+pub struct Hub {
+    config: HubConfig,
+    registry: Registry,
+    post: OnceLock<Poster>,
+    /// Counters.
+    pub counters: HubCounters,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("config", &self.config).finish()
+    }
+}
+
+/// A client's mistake, answered with an `error` (or a failed `ack`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HubError {
+    /// A stable code: `bad_request`, `forbidden`, `unknown_type`, `history_gap`, `too_many_rooms`, `not_joined`.
+    pub code: &'static str,
+    /// A human explanation.
+    pub message: String,
+}
+
+impl HubError {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+/// A connection's state in the hub.
+#[derive(Debug)]
+pub struct Session {
+    /// Who this is.
+    pub identity: Identity,
+    /// How envelopes are encoded.
+    pub encoding: Encoding,
+    deflate: bool,
+    joined: Vec<Arc<str>>,
+    acks: VecDeque<(MessageId, Bytes)>,
+}
+
+impl Session {
+    /// A session for an authenticated connection.
+    pub fn new(identity: Identity, encoding: Encoding) -> Self {
+        Self { identity, encoding, deflate: false, joined: Vec::new(), acks: VecDeque::new() }
+    }
+
+    /// Rooms joined.
+    pub fn rooms(&self) -> &[Arc<str>] {
+        &self.joined
+    }
+}
+
+#[derive(Debug)]
+struct Member {
+    conn: ConnId,
+    /// `None` for an SSE stream.
+    ws: Option<(Encoding, bool)>,
+    /// The last seq delivered (or the room's seq at join): older ones are skipped.
+    since: u64,
+    /// Tick rooms: messages held back while the member was behind (latest state per key).
+    backlog: Vec<Arc<Broadcast>>,
+}
+
+impl Member {
+    fn variant(&self) -> Variant {
+        match self.ws {
+            Some((encoding, deflate)) => Variant::Ws(encoding, deflate),
+            None => Variant::Sse,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct LocalRoom {
+    tick: bool,
+    members: Vec<Member>,
+    /// Tick rooms: this tick's messages.
+    pending: Vec<Arc<Broadcast>>,
+}
+
+/// A worker's part of the hub: the members of each room on this worker.
+#[derive(Debug)]
+pub struct HubLocal {
+    worker: usize,
+    rooms: HashMap<Arc<str>, LocalRoom>,
+    last_tick: Option<Instant>,
+    streams: Vec<ConnId>,
+    last_keepalive: Option<Instant>,
+}
+
+impl HubLocal {
+    /// Worker `worker`'s part.
+    pub fn new(worker: usize) -> Self {
+        Self { worker, rooms: HashMap::new(), last_tick: None, streams: Vec::new(), last_keepalive: None }
+    }
+
+    /// Members of rooms on this worker.
+    pub fn member_count(&self) -> usize {
+        self.rooms.values().map(|r| r.members.len()).sum()
+    }
+}
+
+/// Replaces an unsent message with the same key, or appends (latest state wins).
+fn push_keyed(list: &mut Vec<Arc<Broadcast>>, item: Arc<Broadcast>, replaced: &AtomicU64) {
+    if let Some(key) = &item.key {
+        if let Some(slot) = list.iter_mut().find(|b| b.key.as_ref() == Some(key)) {
+            *slot = item;
+            replaced.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+    list.push(item);
+}
+
+fn envelope_frame<P: Serialize>(encoding: Encoding, kind: &str, id: Option<&MessageId>, payload: P) -> Bytes {
+    let body = envelope::encode(encoding, &Outgoing { kind, id, payload, ts: now_ms() });
+    ws_frame(encoding, &body, false)
+}
+
+fn str_field<'a>(payload: &'a Value, name: &str) -> Result<&'a str, HubError> {
+    payload
+        .get(name)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty() && s.len() <= 256)
+        .ok_or_else(|| HubError::new("bad_request", format!("payload.{name} must be a non-empty string")))
+}
+
+fn seq_field(payload: &Value, name: &str) -> Result<u64, HubError> {
+    payload
+        .get(name)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| HubError::new("bad_request", format!("payload.{name} must be a number")))
+}
+
+impl Hub {
+    /// A hub for a server of `workers` workers.
+    pub fn new(config: HubConfig, workers: usize) -> Self {
+        let registry = Registry::new(config.tick_patterns.clone(), workers);
+        Self { config, registry, post: OnceLock::new(), counters: HubCounters::default() }
+    }
+
+    /// Sets the worker count and how a broadcast reaches a worker (once, at server start).
+    pub fn set_poster(&self, workers: usize, post: impl Fn(usize, Arc<Broadcast>) + Send + Sync + 'static) {
+        self.registry.set_workers(workers);
+        let _ = self.post.set(Box::new(post));
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// The rooms.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn post_to_members(&self, workers: &[u32], broadcast: &Arc<Broadcast>) {
+        let Some(post) = self.post.get() else { return };
+        for (worker, &members) in workers.iter().enumerate() {
+            if members > 0 {
+                post(worker, Arc::clone(broadcast));
+            }
+        }
+    }
+
+    /// Numbers, stores and fans out a message. Returns its seq (0 for volatile messages,
+    /// which are neither numbered nor kept). A repeated `(user, id)` returns the first seq
+    /// without publishing again.
+    #[allow(clippy::too_many_arguments)]
+    pub fn publish(
+        &self,
+        room: &str,
+        data: Value,
+        from: &Arc<str>,
+        sender: Option<ConnId>,
+        echo: bool,
+        volatile: bool,
+        key: Option<Arc<str>>,
+        id: Option<&MessageId>,
+    ) -> u64 {
+        let room = self.registry.room(room);
+        let mut state = room.lock();
+        if let Some(id) = id {
+            if let Some(seq) = state.duplicate(from, id) {
+                return seq;
+            }
+        }
+        let seq = if volatile {
+            0
+        } else {
+            state.seq += 1;
+            state.seq
+        };
+        let ts = now_ms();
+        let payload = json!({"room": &*room.name, "seq": seq, "from": &**from, "data": data, "ts": ts});
+        let mut message = Broadcast::new(Arc::clone(&room.name), seq, "message", payload, ts);
+        message.exclude = if echo { None } else { sender };
+        message.volatile = volatile;
+        message.key = key;
+        let message = Arc::new(message);
+        if !volatile {
+            state.history.push_back((Instant::now(), Arc::clone(&message)));
+            state.trim(self.config.history_size, self.config.history_ttl, Instant::now());
+            if let Some(id) = id {
+                state.remember(Arc::clone(from), id.clone(), seq);
+            }
+        }
+        self.post_to_members(&state.workers, &message);
+        drop(state);
+        self.counters.published.fetch_add(1, Ordering::Relaxed);
+        seq
+    }
+
+    /// Sends an event outside the numbered stream (presence, typing, read receipts).
+    fn emit(&self, room: &str, kind: &'static str, payload: Value, exclude: Option<ConnId>, volatile: bool) {
+        let Some(room) = self.registry.get(room) else { return };
+        let mut event = Broadcast::new(Arc::clone(&room.name), 0, kind, payload, now_ms());
+        event.exclude = exclude;
+        event.volatile = volatile;
+        let event = Arc::new(event);
+        let state = room.lock();
+        self.post_to_members(&state.workers, &event);
+    }
+
+    /// A connection opened: `welcome`, and its `user:ID` room for direct messages.
+    pub fn on_open(&self, local: &mut HubLocal, out: &mut Outbox<'_, impl Send + 'static>, conn: ConnId, s: &mut Session) {
+        s.deflate = out_is_compressed(out, conn);
+        let welcome = json!({"conn": conn.to_string(), "user": &*s.identity.user, "name": s.identity.name});
+        out.send_frame_to(conn, &envelope_frame(s.encoding, "welcome", None, welcome));
+        let own = format!("user:{}", s.identity.user);
+        let _ = self.join(local, out, conn, s, &own, false);
+    }
+
+    /// A connection closed: it leaves every room.
+    pub fn on_close(&self, local: &mut HubLocal, conn: ConnId, s: &mut Session) {
+        for room in std::mem::take(&mut s.joined) {
+            self.leave_room(local, conn, s, &room);
+        }
+    }
+
+    /// Handles one client message; every message with an `id` gets exactly one `ack`.
+    pub fn on_message(
+        &self,
+        local: &mut HubLocal,
+        out: &mut Outbox<'_, impl Send + 'static>,
+        conn: ConnId,
+        s: &mut Session,
+        message: &Message,
+    ) {
+        let incoming = match decode(s.encoding, message.kind, &message.data) {
+            Ok(incoming) => incoming,
+            Err(e) => {
+                let error = HubError::new("bad_request", e.0);
+                out.send_frame_to(conn, &envelope_frame(s.encoding, "error", None, &error));
+                return;
+            }
+        };
+        if let Some(id) = &incoming.id {
+            if let Some((_, ack)) = s.acks.iter().find(|(i, _)| i == id) {
+                // A retry of something already done: the same answer, no second effect.
+                let ack = ack.clone();
+                out.send_frame_to(conn, &ack);
+                return;
+            }
+        }
+        let p = &incoming.payload;
+        let result = match incoming.kind.as_str() {
+            "join" => str_field(p, "room").and_then(|room| self.join(local, out, conn, s, room, true)),
+            "leave" => str_field(p, "room").and_then(|room| self.leave(local, conn, s, room)),
+            "publish" => self.client_publish(conn, s, p, incoming.id.as_ref()),
+            "direct" => self.direct(s, p, incoming.id.as_ref()),
+            "typing" => self.typing(conn, s, p),
+            "read" => self.read(conn, s, p),
+            "resume" => self.resume(local, out, conn, s, p),
+            "ping" => {
+                out.send_frame_to(conn, &envelope_frame(s.encoding, "pong", incoming.id.as_ref(), json!({})));
+                Ok(None)
+            }
+            other => Err(HubError::new("unknown_type", format!("unknown message type {other:?}"))),
+        };
+        match (incoming.id, result) {
+            (Some(id), result) => {
+                let payload = match &result {
+                    Ok(Some(seq)) => json!({"id": &id, "ok": true, "seq": seq}),
+                    Ok(None) => json!({"id": &id, "ok": true}),
+                    Err(e) => json!({"id": &id, "ok": false, "error": e}),
+                };
+                let ack = envelope_frame(s.encoding, "ack", Some(&id), payload);
+                out.send_frame_to(conn, &ack);
+                if s.acks.len() == ACK_CACHE {
+                    s.acks.pop_front();
+                }
+                s.acks.push_back((id, ack));
+            }
+            (None, Err(e)) => {
+                out.send_frame_to(conn, &envelope_frame(s.encoding, "error", None, &e));
+            }
+            (None, Ok(_)) => {}
+        }
+    }
+
+    fn join(
+        &self,
+        local: &mut HubLocal,
+        out: &mut Outbox<'_, impl Send + 'static>,
+        conn: ConnId,
+        s: &mut Session,
+        name: &str,
+        announce: bool,
+    ) -> Result<Option<u64>, HubError> {
+        if !s.identity.may_join(name) {
+            return Err(HubError::new("forbidden", format!("not allowed to join {name:?}")));
+        }
+        if s.joined.iter().any(|r| &**r == name) {
+            return Ok(None);
+        }
+        if s.joined.len() >= self.config.max_rooms_per_connection {
+            return Err(HubError::new("too_many_rooms", "too many rooms for one connection"));
+        }
+        let room = self.registry.room(name);
+        let (since, users, newcomer) = {
+            let mut state = room.lock();
+            state.add_member(local.worker);
+            let count = state.presence.entry(Arc::clone(&s.identity.user)).or_insert(0);
+            *count += 1;
+            let newcomer = *count == 1;
+            (state.seq, state.users(), newcomer)
+        };
+        let ws = Some((s.encoding, s.deflate));
+        let entry = local.rooms.entry(Arc::clone(&room.name)).or_insert_with(|| LocalRoom { tick: room.tick, ..LocalRoom::default() });
+        entry.members.push(Member { conn, ws, since, backlog: Vec::new() });
+        s.joined.push(Arc::clone(&room.name));
+        if announce {
+            let users: Vec<&str> = users.iter().map(|u| &**u).collect();
+            let presence = json!({"room": name, "users": users, "seq": since});
+            out.send_frame_to(conn, &envelope_frame(s.encoding, "presence", None, presence));
+            if newcomer {
+                let event = json!({"room": name, "user": &*s.identity.user, "name": s.identity.name});
+                self.emit(name, "user_joined", event, Some(conn), false);
+            }
+        }
+        Ok(None)
+    }
+
+    fn leave(&self, local: &mut HubLocal, conn: ConnId, s: &mut Session, name: &str) -> Result<Option<u64>, HubError> {
+        let Some(i) = s.joined.iter().position(|r| &**r == name) else {
+            return Err(HubError::new("not_joined", format!("not in room {name:?}")));
+        };
+        let room = s.joined.swap_remove(i);
+        self.leave_room(local, conn, s, &room);
+        Ok(None)
+    }
+
+    fn leave_room(&self, local: &mut HubLocal, conn: ConnId, s: &Session, name: &Arc<str>) {
+        if let Some(entry) = local.rooms.get_mut(name) {
+            entry.members.retain(|m| m.conn != conn);
+            if entry.members.is_empty() {
+                local.rooms.remove(name);
+            }
+        }
+        let Some(room) = self.registry.get(name) else { return };
+        let gone = {
+            let mut state = room.lock();
+            state.remove_member(local.worker);
+            match state.presence.get_mut(&s.identity.user) {
+                Some(count) if *count > 1 => {
+                    *count -= 1;
+                    false
+                }
+                Some(_) => {
+                    state.presence.remove(&s.identity.user);
+                    true
+                }
+                None => false,
+            }
+        };
+        if gone && !name.starts_with("user:") {
+            self.emit(name, "user_left", json!({"room": &**name, "user": &*s.identity.user}), Some(conn), false);
+        }
+    }
+
+    fn client_publish(
+        &self,
+        conn: ConnId,
+        s: &Session,
+        p: &Value,
+        id: Option<&MessageId>,
+    ) -> Result<Option<u64>, HubError> {
+        let room = str_field(p, "room")?;
+        if !s.identity.may_join(room) {
+            return Err(HubError::new("forbidden", format!("not allowed to publish to {room:?}")));
+        }
+        let data = p.get("data").cloned().unwrap_or(Value::Null);
+        let volatile = p.get("volatile").and_then(Value::as_bool).unwrap_or(false);
+        let echo = p.get("echo").and_then(Value::as_bool).unwrap_or(true);
+        let key = p.get("key").and_then(Value::as_str).map(Arc::from);
+        let seq = self.publish(room, data, &s.identity.user, Some(conn), echo, volatile, key, id);
+        Ok(Some(seq))
+    }
+
+    fn direct(&self, s: &Session, p: &Value, id: Option<&MessageId>) -> Result<Option<u64>, HubError> {
+        let user = str_field(p, "user")?;
+        let data = p.get("data").cloned().unwrap_or(Value::Null);
+        let seq = self.publish(&format!("user:{user}"), data, &s.identity.user, None, true, false, None, id);
+        Ok(Some(seq))
+    }
+
+    fn joined<'a>(s: &Session, p: &'a Value) -> Result<&'a str, HubError> {
+        let room = str_field(p, "room")?;
+        if !s.joined.iter().any(|r| &**r == room) {
+            return Err(HubError::new("not_joined", format!("not in room {room:?}")));
+        }
+        Ok(room)
+    }
+
+    fn typing(&self, conn: ConnId, s: &Session, p: &Value) -> Result<Option<u64>, HubError> {
+        let room = Self::joined(s, p)?;
+        self.emit(room, "user_typing", json!({"room": room, "user": &*s.identity.user}), Some(conn), true);
+        Ok(None)
+    }
+
+    fn read(&self, conn: ConnId, s: &Session, p: &Value) -> Result<Option<u64>, HubError> {
+        let room = Self::joined(s, p)?;
+        let seq = seq_field(p, "seq")?;
+        let event = json!({"room": room, "user": &*s.identity.user, "seq": seq});
+        self.emit(room, "messages_read", event, Some(conn), false);
+        Ok(None)
+    }
+
+    fn resume(
+        &self,
+        local: &mut HubLocal,
+        out: &mut Outbox<'_, impl Send + 'static>,
+        conn: ConnId,
+        s: &mut Session,
+        p: &Value,
+    ) -> Result<Option<u64>, HubError> {
+        let room = str_field(p, "room")?;
+        let after = seq_field(p, "after")?;
+        if !s.identity.may_join(room) {
+            return Err(HubError::new("forbidden", format!("not allowed to join {room:?}")));
+        }
+        self.join(local, out, conn, s, room, false)?;
+        let shared = self.registry.room(room);
+        let replay = shared.lock().resume(after);
+        match replay {
+            Resume::Gap { oldest } => Err(HubError::new(
+                "history_gap",
+                format!("history of {room:?} starts at seq {oldest}: messages after {after} can no longer all be replayed"),
+            )),
+            Resume::Replay(missed, seq) => {
+                // Deliver what was missed, in order, then let live delivery continue after it.
+                let variant = Variant::Ws(s.encoding, s.deflate);
+                for message in &missed {
+                    out.send_frame_to(conn, message.frame(variant));
+                }
+                if let Some(entry) = local.rooms.get_mut(room) {
+                    if let Some(member) = entry.members.iter_mut().find(|m| m.conn == conn) {
+                        member.since = member.since.max(seq);
+                    }
+                }
+                Ok(Some(seq))
+            }
+        }
+    }
+
+    /// Fans a broadcast out to this worker's members of its room.
+    pub fn deliver(&self, local: &mut HubLocal, out: &mut Outbox<'_, impl Send + 'static>, message: &Arc<Broadcast>) {
+        let Some(room) = local.rooms.get_mut(&message.room) else { return };
+        if room.tick {
+            push_keyed(&mut room.pending, Arc::clone(message), &self.counters.replaced);
+            return;
+        }
+        for member in &mut room.members {
+            if message.seq > 0 {
+                if message.seq <= member.since {
+                    continue;
+                }
+                member.since = message.seq;
+            }
+            if message.exclude == Some(member.conn) {
+                continue;
+            }
+            let frame = message.frame(member.variant());
+            match (member.ws, message.volatile) {
+                (None, _) => out.send_raw_to(member.conn, frame),
+                (Some(_), true) => out.send_volatile_to(member.conn, frame),
+                (Some(_), false) => out.send_frame_to(member.conn, frame),
+            };
+        }
+    }
+
+    /// One tick: every tick room on this worker sends what it gathered as one `batch` frame
+    /// per member, encoded once per variant when members are in step.
+    pub fn on_tick(&self, local: &mut HubLocal, out: &mut Outbox<'_, impl Send + 'static>, now: Instant) {
+        let period = Duration::from_secs(1) / self.config.tick_rate.max(1);
+        if let Some(last) = local.last_tick {
+            if now.duration_since(last) > period + period / 2 {
+                self.counters.late_ticks.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        local.last_tick = Some(now);
+        self.counters.ticks.fetch_add(1, Ordering::Relaxed);
+        let ts = now_ms();
+        let soft = out.soft_limit();
+        for room in local.rooms.values_mut().filter(|r| r.tick) {
+            if room.pending.is_empty() && room.members.iter().all(|m| m.backlog.is_empty()) {
+                continue;
+            }
+            let pending = std::mem::take(&mut room.pending);
+            let mut shared: [Option<Bytes>; 4] = Default::default();
+            for member in &mut room.members {
+                let fresh: Vec<&Arc<Broadcast>> = pending
+                    .iter()
+                    .filter(|b| (b.seq == 0 || b.seq > member.since) && b.exclude != Some(member.conn))
+                    .collect();
+                if let Some(last) = fresh.iter().map(|b| b.seq).max() {
+                    member.since = member.since.max(last);
+                }
+                let Some((encoding, deflate)) = member.ws else { continue };
+                if out.buffered(member.conn) > soft {
+                    // Behind: hold the latest state per key instead of a growing backlog.
+                    for item in fresh {
+                        push_keyed(&mut member.backlog, Arc::clone(item), &self.counters.replaced);
+                    }
+                    continue;
+                }
+                let in_step = member.backlog.is_empty() && fresh.len() == pending.len();
+                let frame = if in_step {
+                    if pending.is_empty() {
+                        continue;
+                    }
+                    let slot = encoding.index() * 2 + usize::from(deflate);
+                    shared[slot]
+                        .get_or_insert_with(|| {
+                            let bodies: Vec<&Bytes> = pending.iter().map(|b| b.body(encoding)).collect();
+                            ws_frame(encoding, &batch_body(encoding, &bodies, ts), deflate)
+                        })
+                        .clone()
+                } else {
+                    let mut items = std::mem::take(&mut member.backlog);
+                    for item in fresh {
+                        push_keyed(&mut items, Arc::clone(item), &self.counters.replaced);
+                    }
+                    if items.is_empty() {
+                        continue;
+                    }
+                    let bodies: Vec<&Bytes> = items.iter().map(|b| b.body(encoding)).collect();
+                    ws_frame(encoding, &batch_body(encoding, &bodies, ts), deflate)
+                };
+                out.send_frame_to(member.conn, &frame);
+                self.counters.batches.fetch_add(1, Ordering::Relaxed);
+            }
+            for member in &mut room.members {
+                if member.backlog.len() > TICK_BACKLOG {
+                    member.backlog.clear();
+                    member.backlog.shrink_to_fit();
+                }
+            }
+        }
+        self.keepalive(local, out, now);
+    }
+
+    /// Opens an SSE stream on `room`, replaying history after `last_event_id`.
+    pub fn sse_open(
+        &self,
+        local: &mut HubLocal,
+        out: &mut Outbox<'_, impl Send + 'static>,
+        conn: ConnId,
+        room: &str,
+        last_event_id: Option<u64>,
+    ) {
+        let shared = self.registry.room(room);
+        let (since, missed) = {
+            let mut state = shared.lock();
+            state.add_member(local.worker);
+            let missed = match last_event_id.map(|after| state.resume(after)) {
+                Some(Resume::Replay(missed, _)) => missed,
+                _ => Vec::new(),
+            };
+            (state.seq, missed)
+        };
+        out.send_raw_to(conn, &Bytes::from_static(b"retry: 2000\n\n"));
+        for message in &missed {
+            out.send_raw_to(conn, message.frame(Variant::Sse));
+        }
+        let entry = local.rooms.entry(Arc::clone(&shared.name)).or_insert_with(|| LocalRoom { tick: shared.tick, ..LocalRoom::default() });
+        entry.members.push(Member { conn, ws: None, since, backlog: Vec::new() });
+        local.streams.push(conn);
+    }
+
+    /// Closes an SSE stream.
+    pub fn sse_close(&self, local: &mut HubLocal, conn: ConnId, room: &str) {
+        local.streams.retain(|&c| c != conn);
+        if let Some(entry) = local.rooms.get_mut(room) {
+            entry.members.retain(|m| m.conn != conn);
+            if entry.members.is_empty() {
+                local.rooms.remove(room);
+            }
+        }
+        if let Some(shared) = self.registry.get(room) {
+            let mut state = shared.lock();
+            state.remove_member(local.worker);
+        }
+    }
+
+    /// Heartbeat comments on SSE streams, every 15 s, so proxies keep them open.
+    fn keepalive(&self, local: &mut HubLocal, out: &mut Outbox<'_, impl Send + 'static>, now: Instant) {
+        let due = local.last_keepalive.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(15));
+        if !due {
+            return;
+        }
+        local.last_keepalive = Some(now);
+        let comment = Bytes::from_static(b": keepalive\n\n");
+        for &conn in &local.streams {
+            out.send_raw_to(conn, &comment);
+        }
+    }
+}
+
+fn out_is_compressed(out: &Outbox<'_, impl Send + 'static>, conn: ConnId) -> bool {
+    out.is_compressed(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_state_replaces_an_unsent_one_with_the_same_key() {
+        let replaced = AtomicU64::new(0);
+        let make = |seq: u64, key: Option<&str>| {
+            let mut b = Broadcast::new("game:1".into(), seq, "message", json!({"seq": seq}), 0);
+            b.key = key.map(Arc::from);
+            Arc::new(b)
+        };
+        let mut list = Vec::new();
+        push_keyed(&mut list, make(1, Some("pos")), &replaced);
+        push_keyed(&mut list, make(2, Some("hp")), &replaced);
+        push_keyed(&mut list, make(3, None), &replaced);
+        push_keyed(&mut list, make(4, Some("pos")), &replaced);
+        let seqs: Vec<u64> = list.iter().map(|b| b.seq).collect();
+        assert_eq!(seqs, vec![4, 2, 3]);
+        assert_eq!(replaced.load(Ordering::Relaxed), 1);
+    }
+}

@@ -1,0 +1,465 @@
+//! The app protocol on `/ws` (and `/sse`, `/api/publish`, `/metrics`) with real clients.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{Peer, eventually, http, status_of};
+use hibiki::app::{ServeApp, ServeConfig};
+use hibiki::hub::HubConfig;
+use hibiki::proto::{Event, MessageKind};
+use hibiki::reactor::{Running, Server};
+use serde_json::{Value, json};
+
+const SEC: Duration = Duration::from_secs(1);
+const SECRET: &str = "test-secret";
+
+fn server_with(config: ServeConfig, threads: usize) -> Running<ServeApp> {
+    Server::builder()
+        .bind(common::local())
+        .threads(threads)
+        .tick(Some(Duration::from_millis(50)))
+        .start(ServeApp::new(config))
+        .unwrap()
+}
+
+fn server() -> Running<ServeApp> {
+    server_with(ServeConfig::default(), 2)
+}
+
+/// A `/ws` client speaking JSON (or MessagePack).
+struct Client {
+    peer: Peer,
+    msgpack: bool,
+    pub user: String,
+}
+
+impl Client {
+    fn connect(server: &Running<ServeApp>, headers: &[(&str, &str)]) -> Self {
+        Self::connect_at(server, "/ws", headers, false)
+    }
+
+    fn connect_at(server: &Running<ServeApp>, path: &str, headers: &[(&str, &str)], msgpack: bool) -> Self {
+        let protocols: &[&str] = if msgpack { &["hibiki.v1.msgpack"] } else { &["hibiki.v1.json"] };
+        let peer = Peer::try_connect_with(server.local_addr(), path, headers, false, protocols).expect("upgrade");
+        let mut client = Self { peer, msgpack, user: String::new() };
+        let welcome = client.expect("welcome");
+        client.user = welcome["payload"]["user"].as_str().unwrap().to_owned();
+        client
+    }
+
+    fn send(&mut self, value: Value) {
+        if self.msgpack {
+            let bytes = rmp_serde::to_vec_named(&value).unwrap();
+            self.peer.send(MessageKind::Binary, &bytes);
+        } else {
+            self.peer.send_text(&value.to_string());
+        }
+    }
+
+    fn next(&mut self, timeout: Duration) -> Option<Value> {
+        loop {
+            match self.peer.next_event(timeout)? {
+                Event::Text(t) => {
+                    assert!(!self.msgpack, "JSON in a text frame only for the JSON protocol");
+                    return Some(serde_json::from_slice(&t).unwrap());
+                }
+                Event::Binary(b) => {
+                    assert!(self.msgpack, "MessagePack in binary frames");
+                    return Some(rmp_serde::from_slice(&b).unwrap());
+                }
+                Event::Ping(_) | Event::Pong(_) => continue,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// The next envelope of type `kind`, skipping others.
+    fn expect(&mut self, kind: &str) -> Value {
+        for _ in 0..100 {
+            let Some(v) = self.next(5 * SEC) else { break };
+            if v["type"] == kind {
+                return v;
+            }
+        }
+        panic!("no {kind} envelope");
+    }
+
+    /// Nothing of type `kind` arrives within `wait`.
+    fn quiet(&mut self, kind: &str, wait: Duration) -> bool {
+        let deadline = std::time::Instant::now() + wait;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.next(left) {
+                Some(v) if v["type"] == kind => return false,
+                Some(_) => continue,
+                None => return true,
+            }
+        }
+        true
+    }
+
+    fn request(&mut self, kind: &str, id: &str, payload: Value) -> Value {
+        self.send(json!({"type": kind, "id": id, "payload": payload}));
+        let ack = self.expect("ack");
+        assert_eq!(ack["payload"]["id"], id);
+        ack["payload"].clone()
+    }
+
+    fn join(&mut self, room: &str) -> Value {
+        self.send(json!({"type": "join", "id": format!("join-{room}"), "payload": {"room": room}}));
+        let presence = self.expect("presence");
+        let ack = self.expect("ack");
+        assert_eq!(ack["payload"]["ok"], true, "{ack}");
+        presence
+    }
+
+    fn close(self) {
+        drop(self.peer);
+    }
+}
+
+fn token(sub: &str, rooms: Option<Vec<&str>>, exp_offset: i64) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let mut claims = json!({"sub": sub, "name": format!("User {sub}"), "exp": now + exp_offset});
+    if let Some(rooms) = rooms {
+        claims["rooms"] = json!(rooms);
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn jwt_server() -> Running<ServeApp> {
+    let mut config = ServeConfig::default();
+    config.jwt_secret = Some(SECRET.into());
+    config.api_key = Some("api-key".into());
+    server_with(config, 2)
+}
+
+#[test]
+fn join_publish_and_ack_in_both_encodings() {
+    let server = server();
+    for msgpack in [false, true] {
+        let mut a = Client::connect_at(&server, "/ws", &[], msgpack);
+        let mut b = Client::connect_at(&server, "/ws", &[], msgpack);
+        let room = if msgpack { "chat:mp" } else { "chat:json" };
+        a.join(room);
+        let presence = b.join(room);
+        assert_eq!(presence["payload"]["users"].as_array().unwrap().len(), 2);
+        let joined = a.expect("user_joined");
+        assert_eq!(joined["payload"]["user"], b.user.as_str());
+        let ack = a.request("publish", "p1", json!({"room": room, "data": {"text": "hello"}}));
+        assert_eq!(ack, json!({"id": "p1", "ok": true, "seq": 1}));
+        let from = a.user.clone();
+        for client in [&mut a, &mut b] {
+            let message = client.expect("message");
+            assert_eq!(message["payload"]["seq"], 1);
+            assert_eq!(message["payload"]["room"], room);
+            assert_eq!(message["payload"]["from"], from.as_str());
+            assert_eq!(message["payload"]["data"]["text"], "hello");
+        }
+        // echo: false leaves the sender out.
+        a.request("publish", "p2", json!({"room": room, "data": 2, "echo": false}));
+        assert_eq!(b.expect("message")["payload"]["seq"], 2);
+        assert!(a.quiet("message", Duration::from_millis(200)));
+    }
+}
+
+#[test]
+fn malformed_envelopes_get_an_error_and_the_connection_lives() {
+    let server = server();
+    let mut a = Client::connect(&server, &[]);
+    a.peer.send_text("{not json");
+    let error = a.expect("error");
+    assert_eq!(error["payload"]["code"], "bad_request");
+    a.peer.send(MessageKind::Binary, b"\x81");
+    assert_eq!(a.expect("error")["payload"]["code"], "bad_request", "wrong frame type");
+    let ack = a.request("dance", "x1", json!({}));
+    assert_eq!(ack["ok"], false);
+    assert_eq!(ack["error"]["code"], "unknown_type");
+    let ack = a.request("join", "x2", json!({"room": ""}));
+    assert_eq!(ack["error"]["code"], "bad_request");
+    let ack = a.request("typing", "x3", json!({"room": "never-joined"}));
+    assert_eq!(ack["error"]["code"], "not_joined");
+    a.send(json!({"type": "ping", "id": "x4"}));
+    a.expect("pong");
+    assert_eq!(a.expect("ack")["payload"]["ok"], true);
+}
+
+#[test]
+fn a_retried_id_is_acked_again_without_publishing_twice() {
+    let server = server();
+    let mut a = Client::connect(&server, &[]);
+    let mut b = Client::connect(&server, &[]);
+    a.join("chat:retry");
+    b.join("chat:retry");
+    let publish = json!({"room": "chat:retry", "data": "once"});
+    let first = a.request("publish", "same-id", publish.clone());
+    let second = a.request("publish", "same-id", publish.clone());
+    assert_eq!(first, second);
+    assert_eq!(b.expect("message")["payload"]["data"], "once");
+    assert!(b.quiet("message", Duration::from_millis(300)), "published once");
+    // After a reconnect the same id is still recognised (the room remembers it).
+    a.close();
+    let mut a2 = Client::connect(&server, &[]);
+    let _ = a2.user.clone();
+    let again = a2.request("publish", "same-id", publish);
+    assert_eq!(again["seq"], 2, "a new connection of an anonymous user is another user");
+}
+
+#[test]
+fn presence_counts_a_user_with_two_tabs_once() {
+    let server = jwt_server();
+    let alice = token("alice", None, 3600);
+    let bob = token("bob", None, 3600);
+    let auth_a = format!("Bearer {alice}");
+    let auth_b = format!("Bearer {bob}");
+    let mut watcher = Client::connect(&server, &[("Authorization", &auth_b)]);
+    watcher.join("chat:presence");
+    let mut tab1 = Client::connect(&server, &[("Authorization", &auth_a)]);
+    let mut tab2 = Client::connect(&server, &[("Authorization", &auth_a)]);
+    assert_eq!(tab1.user, "alice");
+    tab1.join("chat:presence");
+    assert_eq!(watcher.expect("user_joined")["payload"]["user"], "alice");
+    let presence = tab2.join("chat:presence");
+    assert_eq!(presence["payload"]["users"], json!(["alice", "bob"]));
+    assert!(watcher.quiet("user_joined", Duration::from_millis(200)), "the second tab is not a new member");
+    tab1.close();
+    assert!(watcher.quiet("user_left", Duration::from_millis(300)), "one tab is still there");
+    tab2.close();
+    assert_eq!(watcher.expect("user_left")["payload"]["user"], "alice");
+}
+
+#[test]
+fn resume_after_a_disconnect_has_no_gap_and_no_duplicate() {
+    let server = jwt_server();
+    let auth = format!("Bearer {}", token("carol", None, 3600));
+    let mut publisher = Client::connect(&server, &[("Authorization", &auth)]);
+    let mut reader = Client::connect(&server, &[("Authorization", &auth)]);
+    reader.join("chat:resume");
+    for i in 1..=2 {
+        publisher.request("publish", &format!("m{i}"), json!({"room": "chat:resume", "data": i}));
+    }
+    let mut last = 0;
+    for _ in 0..2 {
+        last = reader.expect("message")["payload"]["seq"].as_u64().unwrap();
+    }
+    assert_eq!(last, 2);
+    reader.close();
+    for i in 3..=5 {
+        publisher.request("publish", &format!("m{i}"), json!({"room": "chat:resume", "data": i}));
+    }
+    let mut back = Client::connect(&server, &[("Authorization", &auth)]);
+    back.send(json!({"type": "resume", "id": "r1", "payload": {"room": "chat:resume", "after": last}}));
+    let mut seen = Vec::new();
+    let mut acked = false;
+    let mut published = false;
+    while let Some(v) = back.next(Duration::from_millis(500)) {
+        match v["type"].as_str() {
+            Some("message") => seen.push(v["payload"]["seq"].as_u64().unwrap()),
+            Some("ack") => {
+                assert_eq!(v["payload"]["ok"], true, "{v}");
+                acked = true;
+            }
+            _ => {}
+        }
+        if acked && !published {
+            publisher.send(json!({"type": "publish", "payload": {"room": "chat:resume", "data": 6}}));
+            published = true;
+        }
+    }
+    assert!(acked);
+    assert_eq!(seen, vec![3, 4, 5, 6], "missed ones replayed in order, then live, each once");
+}
+
+#[test]
+fn resume_past_the_history_says_so() {
+    let mut config = ServeConfig::default();
+    config.hub = HubConfig::default();
+    config.hub.history_size = 3;
+    let server = server_with(config, 1);
+    let mut a = Client::connect(&server, &[]);
+    for i in 0..10 {
+        a.request("publish", &format!("g{i}"), json!({"room": "chat:gap", "data": i}));
+    }
+    let ack = a.request("resume", "r", json!({"room": "chat:gap", "after": 2}));
+    assert_eq!(ack["ok"], false);
+    assert_eq!(ack["error"]["code"], "history_gap");
+    let ack = a.request("resume", "r2", json!({"room": "chat:gap", "after": 7}));
+    assert_eq!(ack["ok"], true);
+}
+
+#[test]
+fn tick_rooms_deliver_one_batch_per_tick() {
+    let server = server();
+    let mut player = Client::connect(&server, &[]);
+    let mut other = Client::connect(&server, &[]);
+    player.join("game:1");
+    other.join("game:1");
+    // Three states in quick succession, two with the same key.
+    other.send(json!({"type": "publish", "payload": {"room": "game:1", "data": {"x": 1}, "key": "pos"}}));
+    other.send(json!({"type": "publish", "payload": {"room": "game:1", "data": {"x": 2}, "key": "pos"}}));
+    other.send(json!({"type": "publish", "payload": {"room": "game:1", "data": {"hp": 9}}}));
+    let mut messages = Vec::new();
+    let mut batches = 0;
+    while messages.len() < 2 {
+        let batch = player.expect("batch");
+        batches += 1;
+        let items = batch["payload"].as_array().unwrap().clone();
+        assert!(!items.is_empty());
+        messages.extend(items.into_iter().filter(|m| m["type"] == "message"));
+        assert!(batches < 20, "messages never arrived");
+    }
+    while messages.iter().all(|m| m["payload"]["data"] != json!({"hp": 9})) {
+        let batch = player.expect("batch");
+        messages.extend(batch["payload"].as_array().unwrap().iter().filter(|m| m["type"] == "message").cloned());
+    }
+    let data: Vec<Value> = messages.iter().map(|m| m["payload"]["data"].clone()).collect();
+    let seqs: Vec<u64> = messages.iter().map(|m| m["payload"]["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+    // The latest state is never lost; an older one with the same key may have been replaced.
+    assert!(data.contains(&json!({"x": 2})) && data.contains(&json!({"hp": 9})), "{data:?}");
+    assert!(player.quiet("message", Duration::from_millis(200)), "tick rooms never send single messages");
+}
+
+#[test]
+fn jwt_accept_reject_expire_and_forbid() {
+    let server = jwt_server();
+    let addr = server.local_addr();
+    let refused = Peer::try_connect(addr, "/ws", &[], false).err().expect("no token");
+    assert_eq!(refused.status, 401);
+    let refused = Peer::try_connect(addr, "/ws", &[("Authorization", "Bearer not.a.token")], false).err().unwrap();
+    assert_eq!(refused.status, 401);
+    let expired = format!("Bearer {}", token("dave", None, -3600));
+    assert_eq!(Peer::try_connect(addr, "/ws", &[("Authorization", &expired)], false).err().unwrap().status, 401);
+    let wrong_key = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "eve", "exp": 4_000_000_000u64}),
+        &jsonwebtoken::EncodingKey::from_secret(b"other"),
+    )
+    .unwrap();
+    let path = format!("/ws?token={wrong_key}");
+    assert_eq!(Peer::try_connect(addr, &path, &[], false).err().unwrap().status, 401);
+    // A valid token in the query string, then in a cookie.
+    let limited = token("frank", Some(vec!["chat:*"]), 3600);
+    let mut frank = Client::connect_at(&server, &format!("/ws?token={limited}"), &[], false);
+    assert_eq!(frank.user, "frank");
+    let cookie = format!("token={limited}");
+    let mut frank2 = Client::connect(&server, &[("Cookie", &cookie)]);
+    assert_eq!(frank2.user, "frank");
+    frank.join("chat:ok");
+    let ack = frank.request("join", "j", json!({"room": "game:1"}));
+    assert_eq!(ack["error"]["code"], "forbidden");
+    let ack = frank2.request("join", "j", json!({"room": "user:someone-else"}));
+    assert_eq!(ack["error"]["code"], "forbidden");
+    let ack = frank2.request("publish", "p", json!({"room": "admin", "data": 1}));
+    assert_eq!(ack["error"]["code"], "forbidden");
+}
+
+#[test]
+fn direct_typing_and_read_receipts() {
+    let server = jwt_server();
+    let a_auth = format!("Bearer {}", token("ann", None, 3600));
+    let b_auth = format!("Bearer {}", token("ben", None, 3600));
+    let mut ann = Client::connect(&server, &[("Authorization", &a_auth)]);
+    let mut ben = Client::connect(&server, &[("Authorization", &b_auth)]);
+    let mut ben_tab = Client::connect(&server, &[("Authorization", &b_auth)]);
+    let ack = ann.request("direct", "d1", json!({"user": "ben", "data": "psst"}));
+    assert_eq!(ack["ok"], true);
+    for tab in [&mut ben, &mut ben_tab] {
+        let dm = tab.expect("message");
+        assert_eq!(dm["payload"]["room"], "user:ben");
+        assert_eq!(dm["payload"]["from"], "ann");
+        assert_eq!(dm["payload"]["data"], "psst");
+    }
+    ann.join("chat:t");
+    ben.join("chat:t");
+    ann.send(json!({"type": "typing", "payload": {"room": "chat:t"}}));
+    assert_eq!(ben.expect("user_typing")["payload"]["user"], "ann");
+    ben.request("read", "r", json!({"room": "chat:t", "seq": 7}));
+    let read = ann.expect("messages_read");
+    assert_eq!(read["payload"], json!({"room": "chat:t", "user": "ben", "seq": 7}));
+}
+
+#[test]
+fn sse_streams_a_room_and_resumes_from_last_event_id() {
+    let server = jwt_server();
+    let addr = server.local_addr();
+    let publish = |data: i64| {
+        let body = json!({"room": "news", "data": data}).to_string();
+        let request = format!(
+            "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer api-key\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        http(addr, request.as_bytes())
+    };
+    for i in 1..=3 {
+        let answer = publish(i);
+        assert_eq!(status_of(&answer), 200, "{answer}");
+        assert!(answer.ends_with(&format!("\"seq\":{i}}}")), "{answer}");
+    }
+    let auth = token("sse", None, 3600);
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    use std::io::{Read, Write};
+    let request = format!("GET /sse?room=news&token={auth} HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 1\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.set_read_timeout(Some(SEC)).unwrap();
+    let mut got = String::new();
+    let mut chunk = [0u8; 4096];
+    let mut published = false;
+    for _ in 0..50 {
+        if let Ok(n) = stream.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            got.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+        if got.contains("id: 3\n") && !published {
+            assert_eq!(status_of(&publish(4)), 200);
+            published = true;
+        }
+        if got.contains("id: 4\n") {
+            break;
+        }
+    }
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+    assert!(got.contains("Content-Type: text/event-stream"));
+    assert!(!got.contains("id: 1\n"), "Last-Event-ID 1 was seen already");
+    let ids: Vec<&str> = got.lines().filter(|l| l.starts_with("id: ")).collect();
+    assert_eq!(ids, vec!["id: 2", "id: 3", "id: 4"], "{got}");
+    assert!(got.contains("event: message\ndata: {"));
+    // Without a token: 401; a bad API key: 401.
+    assert_eq!(status_of(&http(addr, b"GET /sse?room=news HTTP/1.1\r\nHost: x\r\n\r\n")), 401);
+    let bad = b"POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\nContent-Length: 2\r\n\r\n{}";
+    assert_eq!(status_of(&http(addr, bad)), 401);
+}
+
+#[test]
+fn metrics_expose_the_counters() {
+    let server = server();
+    let mut a = Client::connect(&server, &[]);
+    a.join("chat:m");
+    a.request("publish", "p", json!({"room": "chat:m", "data": 1}));
+    let handle = server.handle();
+    assert!(eventually(SEC, || handle.stats().snapshot().messages_in >= 2));
+    let metrics = http(server.local_addr(), b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status_of(&metrics), 200);
+    for name in [
+        "hibiki_connections 1",
+        "hibiki_published_total 1",
+        "hibiki_rooms ",
+        "hibiki_history_messages 1",
+        "hibiki_connections_closed_total{code=\"1000\"}",
+        "hibiki_handshakes_rejected_total{cause=\"per_ip\"} 0",
+        "hibiki_dropped_volatile_total 0",
+        "hibiki_slow_consumer_closes_total 0",
+        "hibiki_late_ticks_total",
+        "hibiki_messages_in_total",
+        "hibiki_bytes_out_total",
+    ] {
+        assert!(metrics.contains(name), "missing {name} in\n{metrics}");
+    }
+}
