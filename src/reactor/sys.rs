@@ -35,14 +35,16 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<StdListener> {
 }
 
 /// Reads once from `stream` into the spare capacity of `buf` (reserving `want` bytes first)
-/// without initialising it; returns the byte count (0 at end of stream).
+/// without initialising it; returns the byte count (0 at end of stream) and whether the read
+/// filled all the spare capacity (if not, the socket's receive queue was empty after it).
 #[allow(unsafe_code)] // the crate's only unsafe block: see the SAFETY note
-pub(crate) fn read_buf(stream: &mio::net::TcpStream, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+pub(crate) fn read_buf(stream: &mio::net::TcpStream, buf: &mut BytesMut, want: usize) -> io::Result<(usize, bool)> {
     buf.reserve(want);
     let spare = buf.spare_capacity_mut();
+    let room = spare.len();
     let n = SockRef::from(stream).recv(spare)?;
     // SAFETY: `recv` initialised the first `n` bytes of the spare capacity (the kernel wrote
     // them; socket2 returns how many), and `n <= spare.len()`.
     unsafe { buf.advance_mut(n) };
-    Ok(n)
+    Ok((n, n == room))
 }

@@ -426,14 +426,14 @@ impl<H: Handler> Worker<H> {
                             self.on_writable(key);
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.on_readable(key);
+                            self.on_readable(key, event.is_read_closed() || event.is_error());
                         }
                     }
                 }
             }
             self.events = Some(events);
             for key in std::mem::take(&mut self.more_to_read) {
-                self.on_readable(key);
+                self.on_readable(key, true);
             }
             self.turn = self.turn.wrapping_add(1);
             self.drain_commands();
@@ -543,9 +543,14 @@ impl<H: Handler> Worker<H> {
 
     // ---- reading ----
 
-    fn on_readable(&mut self, key: usize) {
+    /// Reads and handles what a connection sent. `drain` reads until the socket would block;
+    /// otherwise a short read ends the burst (the receive queue was empty, and edge-triggered
+    /// readiness fires again for anything that arrives later), which saves a `recv` that
+    /// would only say `EAGAIN`. End of stream always comes with `drain` (read-closed events).
+    fn on_readable(&mut self, key: usize, drain: bool) {
         let turn = self.turn;
-        loop {
+        let mut more = true;
+        while more {
             let Some(conn) = self.core.conns.get_mut(key) else { return };
             if conn.read_turn != turn {
                 conn.read_turn = turn;
@@ -567,11 +572,12 @@ impl<H: Handler> Worker<H> {
                 sys::read_buf(&conn.stream, &mut self.rbuf, READ_SIZE)
             };
             match result {
-                Ok(0) => {
+                Ok((0, _)) => {
                     self.on_eof(key);
                     return;
                 }
-                Ok(n) => {
+                Ok((n, full)) => {
+                    more = full || drain;
                     conn.read_used += n;
                     conn.last_read = self.core.tick;
                     conn.ping_sent = None;
