@@ -148,7 +148,8 @@ fn oversized_headers_get_431() {
 
 #[test]
 fn forbidden_origin_gets_403() {
-    let server = start(Server::builder().allowed_origins(vec!["https://good.example".into()]), ServeApp::default());
+    let server =
+        start(Server::builder().allowed_origins(vec!["https://good.example".into()]), ServeApp::default());
     let addr = server.local_addr();
     let refused =
         Peer::try_connect(addr, "/echo", &[("Origin", "https://evil.example")], false).err().unwrap();
@@ -180,8 +181,10 @@ fn server_full_gets_503() {
 
 #[test]
 fn slow_consumer_is_closed_1008_and_memory_stays_bounded() {
-    let server =
-        start(Server::builder().soft_outbound_limit(64 * 1024).hard_outbound_limit(1 << 20), ServeApp::default());
+    let server = start(
+        Server::builder().soft_outbound_limit(64 * 1024).hard_outbound_limit(1 << 20),
+        ServeApp::default(),
+    );
     let addr = server.local_addr();
     // A subscriber that never reads, and a publisher that floods while a thread drains its
     // own copy of the broadcast.
@@ -318,4 +321,37 @@ fn broadcast_reaches_every_member_once() {
     for member in &mut members {
         assert!(member.next_event(Duration::from_millis(100)).is_none(), "exactly once");
     }
+}
+
+#[test]
+fn a_handshake_storm_is_paced_and_open_connections_keep_their_pace() {
+    let server = start(Server::builder().handshake_rate(50), ServeApp::default());
+    let addr = server.local_addr();
+    let mut open = Peer::connect(addr, "/echo");
+    // 100 clients connect at once (a restart's reconnect storm), each sending its request.
+    let storm: Vec<std::thread::JoinHandle<()>> = (0..100)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let _ = Peer::try_connect(addr, "/echo", &[], false);
+            })
+        })
+        .collect();
+    // The open connection is answered promptly throughout.
+    let started = std::time::Instant::now();
+    let mut worst = Duration::ZERO;
+    for i in 0..20 {
+        let sent = std::time::Instant::now();
+        open.send_text(&format!("tick {i}"));
+        assert_eq!(open.recv(), Event::Text(Bytes::from(format!("tick {i}"))));
+        worst = worst.max(sent.elapsed());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    for t in storm {
+        t.join().unwrap();
+    }
+    let handle = server.handle();
+    assert!(worst < Duration::from_millis(200), "an open connection waited {worst:?}");
+    // 100 handshakes at 50 per second (plus the first second's burst) take over a second.
+    assert!(started.elapsed() >= Duration::from_millis(900), "not paced: {:?}", started.elapsed());
+    assert_eq!(handle.stats().snapshot().connections_total, 101);
 }

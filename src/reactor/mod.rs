@@ -13,7 +13,7 @@
 //! Implement [`Handler`], then start a [`Server`]:
 //!
 //! ```no_run
-//! use hibiki::reactor::{Ctx, Handler, Message, Server};
+//! use hibiki::reactor::{Ctx, Decision, Handler, HttpRequest, HttpResponse, Message, Server};
 //!
 //! struct Echo;
 //!
@@ -23,6 +23,13 @@
 //!     type Command = ();
 //!
 //!     fn local(&self, _worker: usize) {}
+//!
+//!     fn on_request(&self, request: &HttpRequest<'_, '_, '_>) -> Decision<()> {
+//!         match request.head.path() {
+//!             "/echo" if request.upgrade => Decision::Upgrade { session: (), protocol: None },
+//!             _ => Decision::Respond(HttpResponse::text(404, "not found\n")),
+//!         }
+//!     }
 //!
 //!     fn on_message(&self, ctx: &mut Ctx<'_, Self>, message: Message) {
 //!         ctx.send(message.kind, &message.data);
