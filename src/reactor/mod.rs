@@ -5,7 +5,7 @@
 //! A worker reads into one buffer of its own; a connection keeps bytes only for an unfinished
 //! frame, so an idle connection holds no buffer. Replies to the connection being served are
 //! *corked*: every frame that one read brought is answered, and the answers leave in one
-//! write. Frames for other connections are queued as shared [`Bytes`](bytes::Bytes) and
+//! write. Frames for other connections are queued as shared [`Bytes`] and
 //! leave in one vectored write per connection per loop turn: a broadcast is encoded once.
 //!
 //! # Embedding
@@ -314,7 +314,7 @@ impl ServerBuilder {
         Self { config }
     }
 
-    /// Listen address (port 0 picks a free one; see [`Server::local_addr`]).
+    /// Listen address (port 0 picks a free one; see [`Running::local_addr`]).
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.config.addr = addr;
         self
