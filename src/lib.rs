@@ -55,6 +55,7 @@
 #![deny(unsafe_code)]
 
 pub mod app;
+pub mod client;
 pub mod hub;
 pub mod proto;
 pub mod reactor;
