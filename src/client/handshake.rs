@@ -9,7 +9,8 @@ use bytes::BytesMut;
 
 use crate::proto::deflate::{DeflateConfig, DeflateParams};
 use crate::proto::handshake::{
-    ClientRequest, EMPTY_HEADER, HandshakeError, MAX_HEADERS, Status, generate_key, parse_response,
+    ClientRequest, EMPTY_HEADER, HandshakeError, MAX_HEADERS, Status, generate_key, is_field_value, is_token,
+    parse_response,
 };
 
 use super::error::ClientError;
@@ -44,24 +45,20 @@ pub(super) struct Negotiated {
     pub(super) leftover: BytesMut,
 }
 
-fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
 /// Checks what [`ClientRequest::write`] would otherwise panic on, and the headers the
 /// handshake owns.
 pub(super) fn check_offer(offer: &Offer<'_>) -> Result<(), ClientError> {
-    if let Some(p) = offer.protocols.iter().find(|p| !is_token(p)) {
+    if let Some(p) = offer.protocols.iter().find(|p| !is_token(p.as_bytes())) {
         return Err(ClientError::InvalidRequest(format!("subprotocol {p:?} is not a token")));
     }
     for (name, value) in offer.headers {
-        if !is_token(name) {
+        if !is_token(name.as_bytes()) {
             return Err(ClientError::InvalidRequest(format!("header name {name:?} is not a token")));
         }
         if RESERVED_HEADERS.iter().any(|r| r.eq_ignore_ascii_case(name)) {
             return Err(ClientError::InvalidRequest(format!("header {name} is set by the handshake")));
         }
-        if !value.bytes().all(|b| matches!(b, b'\t' | b' '..=b'~' | 0x80..=0xff)) {
+        if !is_field_value(value.as_bytes()) {
             return Err(ClientError::InvalidRequest(format!("invalid value for header {name}")));
         }
     }

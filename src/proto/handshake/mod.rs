@@ -73,6 +73,7 @@ pub mod request;
 pub mod response;
 
 pub use client::{Accepted, ClientRequest, Response, generate_key, parse_response};
+pub use parse::{is_field_value, is_token};
 pub use request::{Request, Upgrade, parse_request};
 pub use response::{reason_phrase, write_accept, write_error};
 

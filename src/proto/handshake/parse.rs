@@ -27,14 +27,19 @@ pub(super) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// `token = 1*tchar`.
-pub(super) fn is_token(s: &[u8]) -> bool {
+/// `token = 1*tchar` (RFC 9110 §5.6.2): what header names and subprotocols must be.
+pub fn is_token(s: &[u8]) -> bool {
     !s.is_empty() && s.iter().all(|&b| is_tchar(b))
 }
 
 /// A byte allowed inside a field value or a reason phrase: VCHAR, obs-text, SP, HTAB.
 pub(super) fn is_field_byte(b: u8) -> bool {
     matches!(b, b'\t' | b' '..=b'~' | 0x80..=0xff)
+}
+
+/// Whether every byte may appear in a header field value (no CR, LF or other controls).
+pub fn is_field_value(s: &[u8]) -> bool {
+    s.iter().all(|&b| is_field_byte(b))
 }
 
 /// Visible ASCII (VCHAR, 0x21-0x7E).
