@@ -41,7 +41,8 @@ impl Client {
 
     fn connect_at(server: &Running<ServeApp>, path: &str, headers: &[(&str, &str)], msgpack: bool) -> Self {
         let protocols: &[&str] = if msgpack { &["hibiki.v1.msgpack"] } else { &["hibiki.v1.json"] };
-        let peer = Peer::try_connect_with(server.local_addr(), path, headers, false, protocols).expect("upgrade");
+        let peer =
+            Peer::try_connect_with(server.local_addr(), path, headers, false, protocols).expect("upgrade");
         let mut client = Self { peer, msgpack, user: String::new() };
         let welcome = client.expect("welcome");
         client.user = welcome["payload"]["user"].as_str().unwrap().to_owned();
@@ -315,7 +316,8 @@ fn tick_rooms_deliver_one_batch_per_tick() {
     }
     while messages.iter().all(|m| m["payload"]["data"] != json!({"hp": 9})) {
         let batch = player.expect("batch");
-        messages.extend(batch["payload"].as_array().unwrap().iter().filter(|m| m["type"] == "message").cloned());
+        messages
+            .extend(batch["payload"].as_array().unwrap().iter().filter(|m| m["type"] == "message").cloned());
     }
     let data: Vec<Value> = messages.iter().map(|m| m["payload"]["data"].clone()).collect();
     let seqs: Vec<u64> = messages.iter().map(|m| m["payload"]["seq"].as_u64().unwrap()).collect();
@@ -331,10 +333,14 @@ fn jwt_accept_reject_expire_and_forbid() {
     let addr = server.local_addr();
     let refused = Peer::try_connect(addr, "/ws", &[], false).err().expect("no token");
     assert_eq!(refused.status, 401);
-    let refused = Peer::try_connect(addr, "/ws", &[("Authorization", "Bearer not.a.token")], false).err().unwrap();
+    let refused =
+        Peer::try_connect(addr, "/ws", &[("Authorization", "Bearer not.a.token")], false).err().unwrap();
     assert_eq!(refused.status, 401);
     let expired = format!("Bearer {}", token("dave", None, -3600));
-    assert_eq!(Peer::try_connect(addr, "/ws", &[("Authorization", &expired)], false).err().unwrap().status, 401);
+    assert_eq!(
+        Peer::try_connect(addr, "/ws", &[("Authorization", &expired)], false).err().unwrap().status,
+        401
+    );
     let wrong_key = jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
         &json!({"sub": "eve", "exp": 4_000_000_000u64}),
@@ -433,7 +439,8 @@ fn sse_streams_a_room_and_resumes_from_last_event_id() {
     assert!(got.contains("event: message\ndata: {"));
     // Without a token: 401; a bad API key: 401.
     assert_eq!(status_of(&http(addr, b"GET /sse?room=news HTTP/1.1\r\nHost: x\r\n\r\n")), 401);
-    let bad = b"POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\nContent-Length: 2\r\n\r\n{}";
+    let bad =
+        b"POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\nContent-Length: 2\r\n\r\n{}";
     assert_eq!(status_of(&http(addr, bad)), 401);
 }
 

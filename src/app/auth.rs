@@ -103,7 +103,8 @@ impl Auth {
             return Ok(Identity { user: Arc::from(format!("anon-{n:x}")), name: None, rooms: None });
         };
         let token = token_of(request).ok_or_else(|| AuthError("missing token".into()))?;
-        let data = decode::<Claims>(&token, key, &self.validation).map_err(|e| AuthError(format!("bad token: {e}")))?;
+        let data = decode::<Claims>(&token, key, &self.validation)
+            .map_err(|e| AuthError(format!("bad token: {e}")))?;
         let claims = data.claims;
         Ok(Identity { user: Arc::from(claims.sub), name: claims.name, rooms: claims.rooms })
     }

@@ -87,7 +87,9 @@ pub fn decode(encoding: Encoding, kind: MessageKind, data: &[u8]) -> Result<Inco
         return Err(DecodeError(format!("expected a {:?} frame for this subprotocol", encoding.kind())));
     }
     match encoding {
-        Encoding::Json => serde_json::from_slice(data).map_err(|e| DecodeError(format!("bad JSON envelope: {e}"))),
+        Encoding::Json => {
+            serde_json::from_slice(data).map_err(|e| DecodeError(format!("bad JSON envelope: {e}")))
+        }
         Encoding::MsgPack => {
             rmp_serde::from_slice(data).map_err(|e| DecodeError(format!("bad MessagePack envelope: {e}")))
         }
@@ -132,12 +134,15 @@ mod tests {
     fn json_and_msgpack_round_trip() {
         for encoding in [Encoding::Json, Encoding::MsgPack] {
             let id = MessageId::Text("m1".into());
-            let bytes = encode(encoding, &Outgoing {
-                kind: "publish",
-                id: Some(&id),
-                payload: json!({"room": "chat:1", "data": {"text": "hi", "n": 3}}),
-                ts: 5,
-            });
+            let bytes = encode(
+                encoding,
+                &Outgoing {
+                    kind: "publish",
+                    id: Some(&id),
+                    payload: json!({"room": "chat:1", "data": {"text": "hi", "n": 3}}),
+                    ts: 5,
+                },
+            );
             let incoming = decode(encoding, encoding.kind(), &bytes).unwrap();
             assert_eq!(incoming.kind, "publish");
             assert_eq!(incoming.id, Some(id));

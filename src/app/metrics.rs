@@ -16,24 +16,66 @@ pub fn render(stats: &StatsSnapshot, hub: &Hub) -> String {
     metric(&mut out, "hibiki_connections", "gauge", "WebSocket and SSE connections open.", stats.connections);
     metric(&mut out, "hibiki_connections_total", "counter", "Connections opened.", stats.connections_total);
     metric(&mut out, "hibiki_tcp_accepted_total", "counter", "TCP connections accepted.", stats.accepted);
-    metric(&mut out, "hibiki_connections_abnormal_total", "counter", "Connections ended without a close handshake.", stats.abnormal);
-    let _ = writeln!(out, "# HELP hibiki_connections_closed_total Connections closed, by close code.\n# TYPE hibiki_connections_closed_total counter");
+    metric(
+        &mut out,
+        "hibiki_connections_abnormal_total",
+        "counter",
+        "Connections ended without a close handshake.",
+        stats.abnormal,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP hibiki_connections_closed_total Connections closed, by close code.\n# TYPE hibiki_connections_closed_total counter"
+    );
     for (code, n) in COUNTED_CLOSE_CODES.iter().zip(stats.close_codes) {
         let label = if *code == 0 { "other".to_string() } else { code.to_string() };
         let _ = writeln!(out, "hibiki_connections_closed_total{{code=\"{label}\"}} {n}");
     }
-    let _ = writeln!(out, "# HELP hibiki_handshakes_rejected_total Requests refused before the upgrade, by cause.\n# TYPE hibiki_handshakes_rejected_total counter");
+    let _ = writeln!(
+        out,
+        "# HELP hibiki_handshakes_rejected_total Requests refused before the upgrade, by cause.\n# TYPE hibiki_handshakes_rejected_total counter"
+    );
     for ((_, label), n) in REJECTIONS.iter().zip(stats.rejections) {
         let _ = writeln!(out, "hibiki_handshakes_rejected_total{{cause=\"{label}\"}} {n}");
     }
-    metric(&mut out, "hibiki_per_ip_rejections_total", "counter", "Connections refused with 429 (per-IP cap).", stats.rejections[3]);
+    metric(
+        &mut out,
+        "hibiki_per_ip_rejections_total",
+        "counter",
+        "Connections refused with 429 (per-IP cap).",
+        stats.rejections[3],
+    );
     metric(&mut out, "hibiki_messages_in_total", "counter", "Messages received.", stats.messages_in);
-    metric(&mut out, "hibiki_messages_out_total", "counter", "Messages and frames queued to peers.", stats.messages_out);
+    metric(
+        &mut out,
+        "hibiki_messages_out_total",
+        "counter",
+        "Messages and frames queued to peers.",
+        stats.messages_out,
+    );
     metric(&mut out, "hibiki_bytes_in_total", "counter", "Bytes read from sockets.", stats.bytes_in);
     metric(&mut out, "hibiki_bytes_out_total", "counter", "Bytes written to sockets.", stats.bytes_out);
-    metric(&mut out, "hibiki_dropped_volatile_total", "counter", "Volatile messages dropped for slow consumers.", stats.dropped_volatile);
-    metric(&mut out, "hibiki_slow_consumer_closes_total", "counter", "Connections closed with 1008 past the outbound cap.", stats.slow_consumer_closes);
-    metric(&mut out, "hibiki_heartbeat_timeouts_total", "counter", "Connections closed for not answering pings.", stats.heartbeat_timeouts);
+    metric(
+        &mut out,
+        "hibiki_dropped_volatile_total",
+        "counter",
+        "Volatile messages dropped for slow consumers.",
+        stats.dropped_volatile,
+    );
+    metric(
+        &mut out,
+        "hibiki_slow_consumer_closes_total",
+        "counter",
+        "Connections closed with 1008 past the outbound cap.",
+        stats.slow_consumer_closes,
+    );
+    metric(
+        &mut out,
+        "hibiki_heartbeat_timeouts_total",
+        "counter",
+        "Connections closed for not answering pings.",
+        stats.heartbeat_timeouts,
+    );
     let rooms = hub.registry().all();
     let (mut members, mut history) = (0u64, 0u64);
     for room in &rooms {
@@ -45,10 +87,40 @@ pub fn render(stats: &StatsSnapshot, hub: &Hub) -> String {
     metric(&mut out, "hibiki_room_members", "gauge", "Room memberships (connections).", members);
     metric(&mut out, "hibiki_history_messages", "gauge", "Messages kept in room history.", history);
     let c = &hub.counters;
-    metric(&mut out, "hibiki_published_total", "counter", "Messages published to rooms.", c.published.load(Ordering::Relaxed));
-    metric(&mut out, "hibiki_ticks_total", "counter", "Ticks run (per worker).", c.ticks.load(Ordering::Relaxed));
-    metric(&mut out, "hibiki_late_ticks_total", "counter", "Ticks later than 1.5 periods.", c.late_ticks.load(Ordering::Relaxed));
-    metric(&mut out, "hibiki_batches_total", "counter", "Batch frames sent from tick rooms.", c.batches.load(Ordering::Relaxed));
-    metric(&mut out, "hibiki_replaced_total", "counter", "Keyed messages replaced by a newer state before sending.", c.replaced.load(Ordering::Relaxed));
+    metric(
+        &mut out,
+        "hibiki_published_total",
+        "counter",
+        "Messages published to rooms.",
+        c.published.load(Ordering::Relaxed),
+    );
+    metric(
+        &mut out,
+        "hibiki_ticks_total",
+        "counter",
+        "Ticks run (per worker).",
+        c.ticks.load(Ordering::Relaxed),
+    );
+    metric(
+        &mut out,
+        "hibiki_late_ticks_total",
+        "counter",
+        "Ticks later than 1.5 periods.",
+        c.late_ticks.load(Ordering::Relaxed),
+    );
+    metric(
+        &mut out,
+        "hibiki_batches_total",
+        "counter",
+        "Batch frames sent from tick rooms.",
+        c.batches.load(Ordering::Relaxed),
+    );
+    metric(
+        &mut out,
+        "hibiki_replaced_total",
+        "counter",
+        "Keyed messages replaced by a newer state before sending.",
+        c.replaced.load(Ordering::Relaxed),
+    );
     out
 }

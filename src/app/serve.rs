@@ -12,7 +12,9 @@ use crate::hub::broadcast::Broadcast;
 use crate::hub::{Hub, HubConfig, HubLocal, Session};
 use crate::proto::CloseCode;
 use crate::proto::frame::{OpCode, encode_frame_bytes};
-use crate::reactor::{ConnId, Ctx, Decision, Handle, Handler, HttpRequest, HttpResponse, Message, MessageKind, WorkerCtx};
+use crate::reactor::{
+    ConnId, Ctx, Decision, Handle, Handler, HttpRequest, HttpResponse, Message, MessageKind, WorkerCtx,
+};
 
 /// What `hibiki serve` runs, besides the transport settings.
 #[derive(Clone, Debug, Default)]
@@ -101,7 +103,10 @@ impl ServeApp {
             return HttpResponse::text(403, "the publish API is off: start with --api-key\n");
         };
         if request.head.method != "POST" {
-            return HttpResponse { headers: vec![("Allow".into(), "POST".into())], ..HttpResponse::text(405, "POST only\n") };
+            return HttpResponse {
+                headers: vec![("Allow".into(), "POST".into())],
+                ..HttpResponse::text(405, "POST only\n")
+            };
         }
         if request.head.bearer_token() != Some(key.as_str()) {
             return HttpResponse::text(401, "bad or missing API key\n");
@@ -139,7 +144,8 @@ impl ServeApp {
             Ok(identity) => identity,
             Err(e) => return Decision::Respond(HttpResponse::text(401, format!("{e}\n"))),
         };
-        let Some(room) = request.head.query().and_then(|q| query_param(q, "room")).filter(|r| !r.is_empty()) else {
+        let Some(room) = request.head.query().and_then(|q| query_param(q, "room")).filter(|r| !r.is_empty())
+        else {
             return Decision::Respond(HttpResponse::text(400, "missing ?room=\n"));
         };
         if !identity.may_join(&room) {
@@ -174,8 +180,12 @@ impl Handler for ServeApp {
     fn on_request(&self, request: &HttpRequest<'_, '_, '_>) -> Decision<Route> {
         match request.head.path() {
             "/echo" if request.upgrade => Decision::Upgrade { session: Route::Echo, protocol: None },
-            "/broadcast" if request.upgrade => Decision::Upgrade { session: Route::Broadcast, protocol: None },
-            "/echo" | "/broadcast" => Decision::Respond(HttpResponse::text(426, "this endpoint speaks WebSocket\n")),
+            "/broadcast" if request.upgrade => {
+                Decision::Upgrade { session: Route::Broadcast, protocol: None }
+            }
+            "/echo" | "/broadcast" => {
+                Decision::Respond(HttpResponse::text(426, "this endpoint speaks WebSocket\n"))
+            }
             "/ws" => self.upgrade_hub(request),
             "/sse" => self.open_sse(request),
             "/api/publish" => Decision::Respond(self.publish_api(request)),

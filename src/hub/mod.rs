@@ -304,7 +304,13 @@ impl Hub {
     }
 
     /// A connection opened: `welcome`, and its `user:ID` room for direct messages.
-    pub fn on_open(&self, local: &mut HubLocal, out: &mut Outbox<'_, impl Send + 'static>, conn: ConnId, s: &mut Session) {
+    pub fn on_open(
+        &self,
+        local: &mut HubLocal,
+        out: &mut Outbox<'_, impl Send + 'static>,
+        conn: ConnId,
+        s: &mut Session,
+    ) {
         s.deflate = out_is_compressed(out, conn);
         let welcome = json!({"conn": conn.to_string(), "user": &*s.identity.user, "name": s.identity.name});
         out.send_frame_to(conn, &envelope_frame(s.encoding, "welcome", None, welcome));
@@ -408,7 +414,10 @@ impl Hub {
             (state.seq, state.users(), newcomer)
         };
         let ws = Some((s.encoding, s.deflate));
-        let entry = local.rooms.entry(Arc::clone(&room.name)).or_insert_with(|| LocalRoom { tick: room.tick, ..LocalRoom::default() });
+        let entry = local
+            .rooms
+            .entry(Arc::clone(&room.name))
+            .or_insert_with(|| LocalRoom { tick: room.tick, ..LocalRoom::default() });
         entry.members.push(Member { conn, ws, since, backlog: Vec::new() });
         s.joined.push(Arc::clone(&room.name));
         if announce {
@@ -423,7 +432,13 @@ impl Hub {
         Ok(None)
     }
 
-    fn leave(&self, local: &mut HubLocal, conn: ConnId, s: &mut Session, name: &str) -> Result<Option<u64>, HubError> {
+    fn leave(
+        &self,
+        local: &mut HubLocal,
+        conn: ConnId,
+        s: &mut Session,
+        name: &str,
+    ) -> Result<Option<u64>, HubError> {
         let Some(i) = s.joined.iter().position(|r| &**r == name) else {
             return Err(HubError::new("not_joined", format!("not in room {name:?}")));
         };
@@ -456,7 +471,13 @@ impl Hub {
             }
         };
         if gone && !name.starts_with("user:") {
-            self.emit(name, "user_left", json!({"room": &**name, "user": &*s.identity.user}), Some(conn), false);
+            self.emit(
+                name,
+                "user_left",
+                json!({"room": &**name, "user": &*s.identity.user}),
+                Some(conn),
+                false,
+            );
         }
     }
 
@@ -527,7 +548,9 @@ impl Hub {
         match replay {
             Resume::Gap { oldest } => Err(HubError::new(
                 "history_gap",
-                format!("history of {room:?} starts at seq {oldest}: messages after {after} can no longer all be replayed"),
+                format!(
+                    "history of {room:?} starts at seq {oldest}: messages after {after} can no longer all be replayed"
+                ),
             )),
             Resume::Replay(missed, seq) => {
                 // Deliver what was missed, in order, then let live delivery continue after it.
@@ -546,7 +569,12 @@ impl Hub {
     }
 
     /// Fans a broadcast out to this worker's members of its room.
-    pub fn deliver(&self, local: &mut HubLocal, out: &mut Outbox<'_, impl Send + 'static>, message: &Arc<Broadcast>) {
+    pub fn deliver(
+        &self,
+        local: &mut HubLocal,
+        out: &mut Outbox<'_, impl Send + 'static>,
+        message: &Arc<Broadcast>,
+    ) {
         let Some(room) = local.rooms.get_mut(&message.room) else { return };
         if room.tick {
             push_keyed(&mut room.pending, Arc::clone(message), &self.counters.replaced);
@@ -665,7 +693,10 @@ impl Hub {
         for message in &missed {
             out.send_raw_to(conn, message.frame(Variant::Sse));
         }
-        let entry = local.rooms.entry(Arc::clone(&shared.name)).or_insert_with(|| LocalRoom { tick: shared.tick, ..LocalRoom::default() });
+        let entry = local
+            .rooms
+            .entry(Arc::clone(&shared.name))
+            .or_insert_with(|| LocalRoom { tick: shared.tick, ..LocalRoom::default() });
         entry.members.push(Member { conn, ws: None, since, backlog: Vec::new() });
         local.streams.push(conn);
     }

@@ -52,7 +52,11 @@ pub enum Resume {
 
 impl Room {
     fn new(name: Arc<str>, tick: bool, workers: usize) -> Self {
-        Self { name, tick, state: Mutex::new(RoomState { workers: vec![0; workers], ..RoomState::default() }) }
+        Self {
+            name,
+            tick,
+            state: Mutex::new(RoomState { workers: vec![0; workers], ..RoomState::default() }),
+        }
     }
 
     /// Locks the room.

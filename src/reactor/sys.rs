@@ -38,7 +38,11 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<StdListener> {
 /// without initialising it; returns the byte count (0 at end of stream) and whether the read
 /// filled all the spare capacity (if not, the socket's receive queue was empty after it).
 #[allow(unsafe_code)] // the crate's only unsafe block: see the SAFETY note
-pub(crate) fn read_buf(stream: &mio::net::TcpStream, buf: &mut BytesMut, want: usize) -> io::Result<(usize, bool)> {
+pub(crate) fn read_buf(
+    stream: &mio::net::TcpStream,
+    buf: &mut BytesMut,
+    want: usize,
+) -> io::Result<(usize, bool)> {
     buf.reserve(want);
     let spare = buf.spare_capacity_mut();
     let room = spare.len();

@@ -647,10 +647,14 @@ impl<H: Handler> Worker<H> {
             Ok(Status::Partial) => None,
             Err(e) => Some(Err(e)),
             Ok(Status::Complete(request)) => match body_len(&request) {
-                Err(()) => Some(Ok(Outcome::Respond(HttpResponse::text(400, "bad Content-Length\n"), Some(Rejection::BadRequest)))),
-                Ok(n) if n > self.core.config.max_body_size => {
-                    Some(Ok(Outcome::Respond(HttpResponse::text(413, "body too large\n"), Some(Rejection::TooLarge))))
-                }
+                Err(()) => Some(Ok(Outcome::Respond(
+                    HttpResponse::text(400, "bad Content-Length\n"),
+                    Some(Rejection::BadRequest),
+                ))),
+                Ok(n) if n > self.core.config.max_body_size => Some(Ok(Outcome::Respond(
+                    HttpResponse::text(413, "body too large\n"),
+                    Some(Rejection::TooLarge),
+                ))),
                 Ok(n) if input.len() < request.len + n => None,
                 Ok(n) => Some(Ok(self.decide(key, &request, &input[request.len..request.len + n]))),
             },
@@ -1131,7 +1135,9 @@ fn write_head(response: &HttpResponse, length: Option<usize>, out: &mut Vec<u8>)
         out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
     }
     match length {
-        Some(n) => out.extend_from_slice(format!("Content-Length: {n}\r\nConnection: close\r\n\r\n").as_bytes()),
+        Some(n) => {
+            out.extend_from_slice(format!("Content-Length: {n}\r\nConnection: close\r\n\r\n").as_bytes())
+        }
         None => out.extend_from_slice(b"Cache-Control: no-cache\r\nConnection: keep-alive\r\n\r\n"),
     }
 }
