@@ -57,5 +57,6 @@
 pub mod app;
 pub mod client;
 pub mod hub;
+pub mod load;
 pub mod proto;
 pub mod reactor;

@@ -20,6 +20,8 @@ struct Cli {
 enum Command {
     /// Run the server (in-memory hub, no Redis needed).
     Serve(ServeArgs),
+    /// Generate load against a WebSocket server (echo, broadcast, game, connect, idle).
+    Load(hibiki::load::LoadArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -205,6 +207,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Load(args) => return hibiki::load::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,203 @@
+//! `hibiki load`: the command line.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::{LoadConfig, Scenario, plot, procfs, run_scenario};
+
+/// `hibiki load SCENARIO [OPTIONS]`: open many WebSocket connections to a server and measure it.
+///
+/// Scenarios: `echo` (round trips, messages/s), `broadcast` (fan-out deliveries, losses),
+/// `game` (60 Hz ticks to many clients: jitter), `connect` (handshakes/s), `idle` (connections
+/// held, server memory per connection).
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_help = "Examples:
+  hibiki load echo --url ws://127.0.0.1:8080/echo -c 100 --in-flight 16 --server-pid $(pgrep -f 'hibiki serve')
+  hibiki load broadcast -c 1000 --publishers 1 --rate 100
+  hibiki load connect --concurrency 50 --duration 5 --json
+  hibiki load idle -c 10000 --duration 30 --server-pid 1234")]
+pub struct LoadArgs {
+    /// What to measure.
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// WebSocket URL [default: ws://127.0.0.1:8080/echo; /broadcast for broadcast and game].
+    #[arg(long, env = "HIBIKI_LOAD_URL")]
+    url: Option<String>,
+    /// Connections (echo, idle), subscribers (broadcast) or clients (game).
+    #[arg(short = 'c', long, default_value_t = 100)]
+    connections: usize,
+    /// Echo: messages outstanding per connection.
+    #[arg(long, default_value_t = 1)]
+    in_flight: usize,
+    /// Bytes per message (at least 16: send time and sequence number).
+    #[arg(long, default_value_t = 20)]
+    payload: usize,
+    /// Seconds measured.
+    #[arg(short = 'd', long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of traffic before the measured window (not counted).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Echo: total messages/s (default: as fast as echoes return). Broadcast: messages/s per
+    /// publisher [default: 100].
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Broadcast: publishing connections (each also receives its own messages).
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Connect: connections in progress at once.
+    #[arg(long, default_value_t = 50)]
+    concurrency: usize,
+    /// Game: ticks per second.
+    #[arg(long, default_value_t = 60.0)]
+    tick_hz: f64,
+    /// Driver threads (each an event loop with its share of the connections).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Seconds allowed for the TCP connect plus the handshake.
+    #[arg(long, default_value_t = 5.0)]
+    connect_timeout: f64,
+    /// Seconds to wait for answers still in flight when the window ends.
+    #[arg(long, default_value_t = 2.0)]
+    drain: f64,
+    /// Handshakes in progress at once per thread while connecting.
+    #[arg(long, default_value_t = 512)]
+    max_pending: usize,
+    /// The server's pid: report its CPU seconds over the window (messages per server CPU-second)
+    /// and, for idle, its memory per connection. Linux /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Print the summary as JSON on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Write the latency distribution (percentile curve) to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)
+}
+
+impl LoadArgs {
+    /// The run these arguments describe.
+    pub fn config(&self) -> LoadConfig {
+        let url = self.url.clone().unwrap_or_else(|| self.scenario.default_url().to_string());
+        let mut config = LoadConfig::new(self.scenario, url);
+        config.connections = self.connections;
+        config.in_flight = self.in_flight;
+        config.payload = self.payload;
+        config.duration = secs(self.duration);
+        config.warmup = secs(self.warmup);
+        config.rate = self.rate;
+        config.publishers = self.publishers;
+        config.concurrency = self.concurrency;
+        config.tick_hz = self.tick_hz;
+        config.threads = self.threads;
+        config.connect_timeout = secs(self.connect_timeout);
+        config.drain = secs(self.drain);
+        config.max_pending = self.max_pending;
+        config.server_pid = self.server_pid;
+        config.progress = !self.quiet && std::io::stderr().is_terminal();
+        config
+    }
+}
+
+/// Runs `hibiki load`: the summary goes to stdout (table or JSON), errors and failures by
+/// cause to stderr.
+///
+/// Exit codes: 0 when the run took place, 1 when every connection failed (before or after
+/// opening: a refused upgrade, a server that closed them all), 2 when the run could not take
+/// place (bad arguments, unreachable server) or the plot could not be written.
+pub fn run(args: LoadArgs) -> ExitCode {
+    let config = args.config();
+    let needed = config.slots() as u64 + 32;
+    if let Some(limit) = procfs::open_file_limit().filter(|&limit| needed > limit) {
+        eprintln!(
+            "hibiki load: warning: {} connections need more than the open-file limit of {limit}; \
+             raise it (ulimit -n) or expect 'too many open files'",
+            config.slots()
+        );
+    }
+    let summary = match run_scenario(&config) {
+        Ok(summary) => summary,
+        Err(e) => {
+            eprintln!("hibiki load: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for line in summary.failure_lines() {
+        eprintln!("hibiki load: {line}");
+    }
+    if args.json {
+        println!("{}", summary.to_json());
+    } else {
+        print!("{}", summary.table());
+    }
+    let mut code = ExitCode::SUCCESS;
+    if let Some(path) = &args.plot {
+        match plot::svg(&summary) {
+            Some(svg) => {
+                if let Err(e) = std::fs::write(path, svg) {
+                    eprintln!("hibiki load: error: cannot write {}: {e}", path.display());
+                    code = ExitCode::from(2);
+                }
+            }
+            None => eprintln!("hibiki load: no latency samples to plot"),
+        }
+    }
+    if summary.all_failed() {
+        eprintln!("hibiki load: error: every connection failed");
+        return ExitCode::FAILURE;
+    }
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        args: LoadArgs,
+    }
+
+    #[test]
+    fn parses_flags() {
+        let cli = Cli::try_parse_from([
+            "load",
+            "broadcast",
+            "-c",
+            "1000",
+            "--publishers",
+            "2",
+            "--rate",
+            "50",
+            "--duration",
+            "2.5",
+            "--server-pid",
+            "42",
+            "--json",
+        ])
+        .unwrap();
+        let config = cli.args.config();
+        assert_eq!(config.scenario, Scenario::Broadcast);
+        assert_eq!(config.url, "ws://127.0.0.1:8080/broadcast");
+        assert_eq!((config.connections, config.publishers, config.slots()), (1000, 2, 1002));
+        assert_eq!(config.rate, Some(50.0));
+        assert_eq!(config.duration, Duration::from_millis(2500));
+        assert_eq!(config.server_pid, Some(42));
+        assert!(cli.args.json);
+        assert!(Cli::try_parse_from(["load", "nope"]).is_err());
+        let echo = Cli::try_parse_from(["load", "echo", "--url", "ws://h:1/x"]).unwrap().args.config();
+        assert_eq!((echo.url.as_str(), echo.in_flight, echo.payload), ("ws://h:1/x", 1, 20));
+    }
+}

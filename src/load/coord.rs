@@ -1,0 +1,355 @@
+//! The coordinator: starts the driver threads, shows progress, samples the server at the edges
+//! of the measured window, and assembles the [`Summary`].
+
+use std::thread::{self, ScopedJoinHandle};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::driver::{Driver, DriverStats, Plan, Shared, Timeline};
+use super::report::{
+    BroadcastStats, ConnectStats, ConnectionStats, Curves, MemoryStats, MessageStats, Percentiles, Summary,
+    UsageStats, group, group_f,
+};
+use super::scenarios::{Broadcast, Connect, Echo, Idle, Tally};
+use super::target::Target;
+use super::{LoadConfig, LoadError, Scenario, procfs};
+
+/// What one driver thread hands back.
+type Part = Option<(DriverStats, Tally)>;
+
+/// Runs one scenario to the end and summarizes it.
+///
+/// Failed connections are not errors: they are counted by cause in the summary (see
+/// [`Summary::all_failed`]).
+///
+/// # Errors
+///
+/// A configuration out of range, a URL that does not parse or resolve, a target that refuses
+/// TCP connections altogether (one probe before the run), or a failure of the tool itself.
+pub fn run_scenario(config: &LoadConfig) -> Result<Summary, LoadError> {
+    config.validate()?;
+    let target = Target::resolve(&config.url)?;
+    target.probe(config.connect_timeout)?;
+    let slots = config.slots();
+    let threads = config.threads.clamp(1, slots.max(1));
+    let shared = Shared::new(threads, config.warmup, config.duration);
+    let plan = Plan {
+        target,
+        slots,
+        connect_timeout: config.connect_timeout.as_nanos() as u64,
+        drain: config.drain.as_nanos() as u64,
+        max_pending: config.max_pending,
+        recycle: config.scenario == Scenario::Connect,
+        lean: config.scenario == Scenario::Idle,
+    };
+    let rss_before = config.server_pid.and_then(procfs::rss_kib);
+    let progress = Progress::new(config.progress, slots);
+    let (parts, server) = thread::scope(|scope| {
+        let mut handles = Vec::with_capacity(threads);
+        for index in 0..threads {
+            let (shared, plan) = (&shared, &plan);
+            let spawned = thread::Builder::new()
+                .name(format!("hibiki-load-{index}"))
+                .spawn_scoped(scope, move || drive(index, config, shared, plan));
+            match spawned {
+                Ok(handle) => handles.push(handle),
+                Err(_) => shared.give_up(),
+            }
+        }
+        let server = watch(config, &shared, &handles, &progress);
+        let parts: Vec<Part> = handles.into_iter().map(|h| h.join().ok().flatten()).collect();
+        (parts, server)
+    });
+    progress.bar.finish_and_clear();
+    if parts.iter().all(Option::is_none) {
+        return Err(LoadError::Io(std::io::Error::other("no driver thread could start")));
+    }
+    let mut stats = DriverStats::new();
+    let mut tally = Tally::new();
+    for (s, t) in parts.into_iter().flatten() {
+        stats.merge(&s);
+        tally.merge(&t);
+    }
+    let mut summary = summarize(config, threads, stats, tally, server, rss_before);
+    if let Some(timeline) = shared.timeline() {
+        summary.connections.setup_secs = timeline.start as f64 / 1e9;
+    } else {
+        // Called off before any traffic: nothing was measured.
+        summary.warmup_secs = 0.0;
+        summary.duration_secs = 0.0;
+    }
+    Ok(summary)
+}
+
+/// Calls the run off if a driver thread panics, so that the others stop waiting for it.
+struct PanicGuard<'a>(&'a Shared);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            self.0.give_up();
+        }
+    }
+}
+
+/// One thread: its driver with the scenario's workload.
+fn drive(index: usize, config: &LoadConfig, shared: &Shared, plan: &Plan) -> Part {
+    let _guard = PanicGuard(shared);
+    let result = match config.scenario {
+        Scenario::Echo => {
+            let rate = config.rate.map(|r| r / shared.threads as f64);
+            let work = Echo::new(config.in_flight, config.payload, rate);
+            Driver::new(index, shared, plan, work).map(Driver::run)
+        }
+        Scenario::Broadcast => {
+            let rate = config.rate.unwrap_or(100.0);
+            let work = Broadcast::new(shared, config.publishers, rate, config.payload, false);
+            Driver::new(index, shared, plan, work).map(Driver::run)
+        }
+        Scenario::Game => {
+            let work = Broadcast::new(shared, 1, config.tick_hz, config.payload, true);
+            Driver::new(index, shared, plan, work).map(Driver::run)
+        }
+        Scenario::Connect => Driver::new(index, shared, plan, Connect).map(Driver::run),
+        Scenario::Idle => Driver::new(index, shared, plan, Idle).map(Driver::run),
+    };
+    match result {
+        Ok(part) => Some(part),
+        Err(_) => {
+            shared.give_up();
+            None
+        }
+    }
+}
+
+/// What was sampled from the server at the edges of the window.
+#[derive(Debug, Default)]
+struct ServerSample {
+    cpu_start: Option<u64>,
+    cpu_end: Option<u64>,
+    wait_start: Option<u64>,
+    wait_end: Option<u64>,
+    rss_after: Option<u64>,
+}
+
+/// Shows progress until the drivers finish; samples the server when the window opens and
+/// closes, then lets the drivers close their connections.
+fn watch(
+    config: &LoadConfig,
+    shared: &Shared,
+    handles: &[ScopedJoinHandle<'_, Part>],
+    progress: &Progress,
+) -> ServerSample {
+    let pid = config.server_pid;
+    let mut sample = ServerSample::default();
+    let (mut started, mut released) = (false, false);
+    let mut rate = RateMeter::default();
+    while !handles.iter().all(ScopedJoinHandle::is_finished) {
+        let now = shared.clock.now();
+        let mut sleep = 100_000_000u64;
+        match shared.timeline() {
+            None => {
+                progress.connecting(shared.progress());
+                if shared.aborted() && !released {
+                    shared.release();
+                    released = true;
+                }
+            }
+            Some(tl) => {
+                if !started && now >= tl.measure {
+                    sample.cpu_start = pid.and_then(procfs::process_cpu_ticks);
+                    sample.wait_start = pid.and_then(procfs::process_cpu_wait_ns);
+                    started = true;
+                }
+                if !released && now >= tl.end {
+                    sample.cpu_end = pid.and_then(procfs::process_cpu_ticks);
+                    sample.wait_end = pid.and_then(procfs::process_cpu_wait_ns);
+                    sample.rss_after = pid.and_then(procfs::rss_kib);
+                    shared.release();
+                    released = true;
+                }
+                let (opened, failed, received) = shared.progress();
+                progress.running(now, tl, opened, failed, rate.update(now, received));
+                // Wake right at the edges of the window.
+                for edge in [tl.measure, tl.end] {
+                    if edge > now {
+                        sleep = sleep.min(edge - now);
+                    }
+                }
+            }
+        }
+        thread::sleep(Duration::from_nanos(sleep));
+    }
+    sample
+}
+
+/// Messages per second over the last second or so, for the progress bar.
+#[derive(Debug, Default)]
+struct RateMeter {
+    at: u64,
+    count: u64,
+    rate: f64,
+}
+
+impl RateMeter {
+    fn update(&mut self, now: u64, count: u64) -> f64 {
+        let dt = now.saturating_sub(self.at);
+        if dt >= 500_000_000 {
+            self.rate = count.saturating_sub(self.count) as f64 * 1e9 / dt as f64;
+            self.at = now;
+            self.count = count;
+        }
+        self.rate
+    }
+}
+
+/// The progress bar on stderr (drawn only when stderr is a terminal).
+#[derive(Debug)]
+struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    fn new(enabled: bool, slots: usize) -> Self {
+        let target =
+            if enabled { ProgressDrawTarget::stderr_with_hz(10) } else { ProgressDrawTarget::hidden() };
+        let bar = ProgressBar::with_draw_target(Some(slots as u64), target);
+        if let Ok(style) = ProgressStyle::with_template("{prefix:>10} [{bar:32}] {msg}") {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix("connecting");
+        Self { bar }
+    }
+
+    fn connecting(&self, (opened, failed, _): (u64, u64, u64)) {
+        self.bar.set_position(opened + failed);
+        self.bar.set_message(format!("{} open, {} failed", group(opened), group(failed)));
+    }
+
+    fn running(&self, now: u64, tl: Timeline, opened: u64, failed: u64, rate: f64) {
+        let total = (tl.end - tl.start) / 1_000_000;
+        self.bar.set_length(total.max(1));
+        self.bar.set_position((now.saturating_sub(tl.start) / 1_000_000).min(total));
+        self.bar.set_prefix(if now < tl.measure {
+            "warmup"
+        } else if now < tl.end {
+            "measuring"
+        } else {
+            "draining"
+        });
+        self.bar.set_message(format!(
+            "{}/s · {} open · {} failed",
+            group_f(rate),
+            group(opened),
+            group(failed)
+        ));
+    }
+}
+
+fn summarize(
+    config: &LoadConfig,
+    threads: usize,
+    stats: DriverStats,
+    tally: Tally,
+    server: ServerSample,
+    rss_before: Option<u64>,
+) -> Summary {
+    let scenario = config.scenario;
+    let seconds = config.duration.as_secs_f64();
+    let ticks = procfs::ticks_per_second() as f64;
+    let broadcasting = matches!(scenario, Scenario::Broadcast | Scenario::Game);
+    let counted = match scenario {
+        Scenario::Connect => stats.handshakes_measured,
+        _ => tally.received,
+    };
+    let server_cpu_secs = match (server.cpu_start, server.cpu_end) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / ticks),
+        _ => None,
+    };
+    let per_server_cpu_sec = match (scenario, server_cpu_secs) {
+        (Scenario::Idle, _) | (_, None) => None,
+        (_, Some(cpu)) => Some(if cpu > 0.0 { counted as f64 / cpu } else { f64::INFINITY }),
+    };
+    let failed = stats.failures.values().sum();
+    let messages = scenario.sends_messages().then(|| MessageStats {
+        payload: config.payload,
+        sent: tally.sent,
+        received: tally.received,
+        per_sec: tally.received as f64 / seconds.max(1e-9),
+        errors: tally.errors,
+        unanswered: tally.unanswered,
+        rate_shortfall: tally.shortfall,
+    });
+    let broadcast = broadcasting.then(|| {
+        let expected = tally.sent * stats.members;
+        let (publishers, rate) = match scenario {
+            Scenario::Game => (1, config.tick_hz),
+            _ => (config.publishers, config.rate.unwrap_or(100.0)),
+        };
+        BroadcastStats {
+            publishers,
+            rate,
+            published: tally.sent,
+            members: stats.members,
+            expected,
+            delivered: tally.received_total,
+            lost: expected.saturating_sub(tally.received_total),
+            self_deliveries: tally.self_received,
+        }
+    });
+    let connect = (scenario == Scenario::Connect).then(|| ConnectStats {
+        concurrency: config.concurrency,
+        handshakes: stats.handshakes_measured,
+        per_sec: stats.handshakes_measured as f64 / seconds,
+    });
+    let memory = match (scenario, rss_before, server.rss_after) {
+        (Scenario::Idle, Some(before), Some(after)) => Some(MemoryStats {
+            rss_before_kib: before,
+            rss_after_kib: after,
+            per_connection_bytes: after.saturating_sub(before) as f64 * 1024.0
+                / stats.open_at_end.max(1) as f64,
+        }),
+        _ => None,
+    };
+    let curves = Curves {
+        latency: scenario.sends_messages().then(|| tally.latency.clone()),
+        jitter: (scenario == Scenario::Game).then(|| tally.jitter.clone()),
+        handshake: Some(stats.handshake.clone()),
+    };
+    Summary {
+        scenario,
+        url: config.url.clone(),
+        threads,
+        warmup_secs: config.warmup.as_secs_f64(),
+        duration_secs: seconds,
+        connections: ConnectionStats {
+            attempted: stats.attempts,
+            opened: stats.opened,
+            failed,
+            failed_after_open: stats.failed_after_open,
+            open_at_end: stats.open_at_end,
+            setup_secs: 0.0,
+            failures: stats.failures,
+        },
+        messages,
+        broadcast,
+        connect,
+        memory,
+        latency: curves.latency.as_ref().and_then(Percentiles::of),
+        jitter: curves.jitter.as_ref().and_then(Percentiles::of),
+        handshake: curves.handshake.as_ref().and_then(Percentiles::of),
+        usage: UsageStats {
+            server_pid: config.server_pid,
+            server_cpu_secs,
+            per_server_cpu_sec,
+            load_cpu_secs: stats.cpu_ticks as f64 / ticks,
+            server_cpu_wait_secs: match (server.wait_start, server.wait_end) {
+                (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1e9),
+                _ => None,
+            },
+            load_cpu_wait_secs: stats.cpu_wait.map(|ns| ns as f64 / 1e9),
+        },
+        curves,
+    }
+}

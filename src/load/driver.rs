@@ -1,0 +1,1090 @@
+//! The engine: one [`mio::Poll`] per thread driving many client connections.
+//!
+//! Per connection the driver keeps a socket, a client-role [`Connection`], an input buffer that
+//! holds only an unfinished frame (empty when idle) and an output buffer. Reads go into one
+//! zeroed buffer per thread and are parsed from one reusable `BytesMut`; whatever a turn sends
+//! on a connection (the answers to what it read, timer-driven sends, pongs) is appended to its
+//! output buffer and leaves in one `write` at the end of the turn. Nothing on the message path
+//! allocates: payloads are stamped in place in a template and framed into reused buffers.
+//!
+//! The [`Workload`] decides what connections send; the driver owns their lifecycle: connect,
+//! handshake, frames, the close handshake, timeouts, failures by cause, and the run's phases.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read as _, Write as _};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf as _, BytesMut};
+use hdrhistogram::Histogram;
+use mio::event::Event as IoEvent;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::proto::handshake::{
+    ClientRequest, EMPTY_HEADER, HandshakeError, Status, generate_key, parse_response,
+};
+use crate::proto::{CloseCode, Config, Connection, Event, MessageKind, Role};
+
+use super::procfs;
+use super::report::FailureCause;
+use super::scenarios::{Tally, histogram};
+use super::target::Target;
+
+/// Bytes one `read` may bring.
+const READ_SIZE: usize = 64 * 1024;
+/// Largest upgrade response head accepted.
+const MAX_RESPONSE: usize = 16 * 1024;
+/// How often connect and close timeouts are checked while any can expire.
+const SCAN_NS: u64 = 20_000_000;
+/// How often the progress counters are published.
+const REPORT_NS: u64 = 100_000_000;
+/// Connect scenario: pause of a slot after a failed attempt, so a refusing server is not spun on.
+const RETRY_NS: u64 = 10_000_000;
+/// Longest wait for the coordinator's release after the drain.
+const RELEASE_NS: u64 = 5_000_000_000;
+/// How long a close handshake may take.
+const CLOSE_NS: u64 = 2_000_000_000;
+/// How long after the close handshake the server has to close the TCP connection.
+const LINGER_NS: u64 = 100_000_000;
+
+/// Nanoseconds since the run started, for every thread.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct Clock(Instant);
+
+impl Clock {
+    pub(crate) fn now(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64
+    }
+}
+
+/// The phases of the run, in nanoseconds on the [`Clock`].
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct Timeline {
+    /// Traffic starts (warmup).
+    pub(crate) start: u64,
+    /// The measured window starts.
+    pub(crate) measure: u64,
+    /// The measured window ends; no more sends.
+    pub(crate) end: u64,
+}
+
+impl Timeline {
+    /// Whether `t` is in the measured window.
+    pub(crate) fn measuring(&self, t: u64) -> bool {
+        t >= self.measure && t < self.end
+    }
+}
+
+/// What the threads of one run share: the clock, the start line, progress counters.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) clock: Clock,
+    pub(crate) threads: usize,
+    warmup: u64,
+    duration: u64,
+    ready: AtomicUsize,
+    t0: AtomicU64,
+    abort: AtomicBool,
+    released: AtomicBool,
+    /// Broadcast: messages published, added by each thread when its publishing stops.
+    pub(crate) published: AtomicU64,
+    /// Broadcast: threads whose publishing stopped.
+    pub(crate) publish_done: AtomicUsize,
+    opened: AtomicU64,
+    failed: AtomicU64,
+    received: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(threads: usize, warmup: Duration, duration: Duration) -> Self {
+        Self {
+            clock: Clock(Instant::now()),
+            threads,
+            warmup: warmup.as_nanos() as u64,
+            duration: duration.as_nanos() as u64,
+            ready: AtomicUsize::new(0),
+            t0: AtomicU64::new(u64::MAX),
+            abort: AtomicBool::new(false),
+            released: AtomicBool::new(false),
+            published: AtomicU64::new(0),
+            publish_done: AtomicUsize::new(0),
+            opened: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+        }
+    }
+
+    /// The timeline, once every thread has its connections.
+    pub(crate) fn timeline(&self) -> Option<Timeline> {
+        let start = self.t0.load(Ordering::Acquire);
+        (start != u64::MAX).then(|| {
+            let measure = start + self.warmup;
+            Timeline { start, measure, end: measure + self.duration }
+        })
+    }
+
+    /// Whether the run was called off: no connection opened anywhere.
+    pub(crate) fn aborted(&self) -> bool {
+        self.abort.load(Ordering::Acquire)
+    }
+
+    /// Lets the drivers close their connections (after the server was sampled).
+    pub(crate) fn release(&self) {
+        self.released.store(true, Ordering::Release);
+    }
+
+    /// A thread that cannot run (no event loop) counts as ready and calls the run off.
+    pub(crate) fn give_up(&self) {
+        self.abort.store(true, Ordering::Release);
+        self.ready.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// (opened, failed, received) so far, over all threads.
+    pub(crate) fn progress(&self) -> (u64, u64, u64) {
+        (
+            self.opened.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.received.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// How a run opens connections.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub(crate) target: Target,
+    /// Connection slots over all threads; thread `t` has slots `t, t + threads, ...`.
+    pub(crate) slots: usize,
+    pub(crate) connect_timeout: u64,
+    pub(crate) drain: u64,
+    pub(crate) max_pending: usize,
+    /// Connect scenario: a slot opens a new connection as soon as the last one ended.
+    pub(crate) recycle: bool,
+    /// Idle scenario: give the buffers of idle connections back.
+    pub(crate) lean: bool,
+}
+
+/// What a scenario does with its connections. The driver calls it on its thread.
+pub(crate) trait Workload {
+    /// Per-connection state.
+    type Peer;
+
+    /// The state of the connection in slot `slot` (a global index over all threads).
+    fn peer(&mut self, slot: usize) -> Self::Peer;
+
+    /// The handshake of `key` completed.
+    fn on_open(&mut self, conns: &mut Conns<Self::Peer>, key: usize, now: u64) {
+        let _ = (conns, key, now);
+    }
+
+    /// Every thread has its connections: traffic starts.
+    fn start(&mut self, conns: &mut Conns<Self::Peer>, timeline: Timeline, now: u64) {
+        let _ = (conns, timeline, now);
+    }
+
+    /// A message arrived on `key`.
+    fn on_message(&mut self, conns: &mut Conns<Self::Peer>, key: usize, payload: &[u8], now: u64) {
+        let _ = (conns, key, payload, now);
+    }
+
+    /// An open connection failed; `peer` was its state.
+    fn on_lost(&mut self, key: usize, peer: &Self::Peer) {
+        let _ = (key, peer);
+    }
+
+    /// Timer-driven sends during the run; returns when to be called next.
+    fn on_tick(&mut self, conns: &mut Conns<Self::Peer>, now: u64) -> Option<u64> {
+        let _ = (conns, now);
+        None
+    }
+
+    /// The window ended: send nothing more.
+    fn stop(&mut self, now: u64) {
+        let _ = now;
+    }
+
+    /// Whether every answer still expected has arrived (the drain can end early).
+    fn drained(&self) -> bool {
+        true
+    }
+
+    /// Whether [`on_tick`](Self::on_tick) must run on time to the microsecond rather than
+    /// the millisecond of the poll timeout (game ticks): the loop then spins the last
+    /// millisecond before each wake.
+    fn precise(&self) -> bool {
+        false
+    }
+
+    /// Messages counted so far (progress).
+    fn received(&self) -> u64 {
+        0
+    }
+
+    /// The counts of this thread.
+    fn finish(self) -> Tally;
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum State {
+    /// TCP connect in progress.
+    Connecting,
+    /// Request sent, waiting for the 101.
+    Handshaking,
+    /// Frames flow.
+    Open,
+    /// Our Close frame is out; waiting for the server's and its TCP close.
+    Closing,
+}
+
+/// One client connection.
+#[derive(Debug)]
+pub(crate) struct Conn<P> {
+    stream: TcpStream,
+    state: State,
+    ws: Connection,
+    /// An unfinished frame (or response head); empty when idle.
+    input: BytesMut,
+    /// What leaves at the end of the turn.
+    out: BytesMut,
+    key: [u8; 24],
+    /// When the connect started (handshake latency, connect timeout).
+    started: u64,
+    /// When the close started.
+    since: u64,
+    slot: usize,
+    dirty: bool,
+    blocked: bool,
+    peer: P,
+}
+
+/// The connections of one thread, as a workload sees them.
+#[derive(Debug)]
+pub(crate) struct Conns<P> {
+    slab: Slab<Conn<P>>,
+    dirty: Vec<usize>,
+    /// Connections connecting or handshaking.
+    pending: usize,
+    /// Connections in the close handshake.
+    closing: usize,
+}
+
+impl<P> Conns<P> {
+    /// The state of connection `key`.
+    pub(crate) fn peer_mut(&mut self, key: usize) -> Option<&mut P> {
+        self.slab.get_mut(key).map(|c| &mut c.peer)
+    }
+
+    /// Frames `payload` as a binary message for `key`; it leaves at the end of the turn.
+    /// Returns false when the connection is not open.
+    pub(crate) fn send(&mut self, key: usize, payload: &[u8]) -> bool {
+        let Some(conn) = self.slab.get_mut(key) else { return false };
+        if conn.state != State::Open || conn.ws.send(MessageKind::Binary, payload, &mut conn.out).is_err() {
+            return false;
+        }
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(key);
+        }
+        true
+    }
+
+    /// Starts the close handshake of `key` (code 1000).
+    pub(crate) fn close(&mut self, key: usize, now: u64) {
+        let Some(conn) = self.slab.get_mut(key) else { return };
+        if conn.state != State::Open {
+            return;
+        }
+        let _ = conn.ws.close(CloseCode::NORMAL, "", &mut conn.out);
+        conn.state = State::Closing;
+        conn.since = now;
+        self.closing += 1;
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    fn mark(&mut self, key: usize) {
+        if let Some(conn) = self.slab.get_mut(key) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// Takes `key` out, deregistered, with a last try to send what it still has (a Close).
+    fn remove(&mut self, key: usize, poll: &Poll) -> Option<Conn<P>> {
+        let mut conn = self.slab.try_remove(key)?;
+        match conn.state {
+            State::Connecting | State::Handshaking => self.pending -= 1,
+            State::Closing => self.closing -= 1,
+            State::Open => {}
+        }
+        if matches!(conn.state, State::Open | State::Closing) {
+            conn.ws.poll_transmit(&mut conn.out);
+            if !conn.out.is_empty() && !conn.blocked {
+                let _ = conn.stream.write(&conn.out);
+            }
+        }
+        let _ = poll.registry().deregister(&mut conn.stream);
+        Some(conn)
+    }
+}
+
+/// What one thread counted about connections.
+#[derive(Clone, Debug)]
+pub(crate) struct DriverStats {
+    pub(crate) attempts: u64,
+    pub(crate) opened: u64,
+    pub(crate) failures: BTreeMap<FailureCause, u64>,
+    pub(crate) failed_after_open: u64,
+    /// Connect to 101, µs (connect scenario: in the window only).
+    pub(crate) handshake: Histogram<u64>,
+    /// Handshakes completed in the window.
+    pub(crate) handshakes_measured: u64,
+    /// Connections open when traffic started.
+    pub(crate) members: u64,
+    /// Connections open when the window ended.
+    pub(crate) open_at_end: u64,
+    /// This thread's CPU ticks in the window.
+    pub(crate) cpu_ticks: u64,
+    /// Nanoseconds this thread waited for a CPU in the window.
+    pub(crate) cpu_wait: Option<u64>,
+}
+
+impl DriverStats {
+    pub(crate) fn new() -> Self {
+        Self {
+            attempts: 0,
+            opened: 0,
+            failures: BTreeMap::new(),
+            failed_after_open: 0,
+            handshake: histogram(),
+            handshakes_measured: 0,
+            members: 0,
+            open_at_end: 0,
+            cpu_ticks: 0,
+            cpu_wait: None,
+        }
+    }
+
+    pub(crate) fn merge(&mut self, other: &Self) {
+        self.attempts += other.attempts;
+        self.opened += other.opened;
+        for (cause, n) in &other.failures {
+            *self.failures.entry(cause.clone()).or_default() += n;
+        }
+        self.failed_after_open += other.failed_after_open;
+        let _ = self.handshake.add(&other.handshake);
+        self.handshakes_measured += other.handshakes_measured;
+        self.members += other.members;
+        self.open_at_end += other.open_at_end;
+        self.cpu_ticks += other.cpu_ticks;
+        self.cpu_wait = match (self.cpu_wait, other.cpu_wait) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+    }
+
+    fn failed(&self) -> u64 {
+        self.failures.values().sum()
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Opening this thread's connections.
+    Setup,
+    /// Waiting for the other threads.
+    Ready,
+    /// Warmup and measured window.
+    Run,
+    /// Window over: waiting for answers in flight.
+    Drain,
+    /// Waiting for the coordinator to sample the server.
+    Release,
+    /// Closing every connection.
+    Closing,
+    Done,
+}
+
+/// One thread's event loop.
+#[derive(Debug)]
+pub(crate) struct Driver<'a, W: Workload> {
+    index: usize,
+    shared: &'a Shared,
+    plan: &'a Plan,
+    poll: Poll,
+    conns: Conns<W::Peer>,
+    work: W,
+    rbuf: Vec<u8>,
+    scratch: BytesMut,
+    request: Vec<u8>,
+    stats: DriverStats,
+    phase: Phase,
+    timeline: Option<Timeline>,
+    /// Next slot of this thread to open during setup.
+    next_slot: usize,
+    /// Connect scenario: slots waiting to try again, with when.
+    retry: Vec<(u64, usize)>,
+    expired: Vec<(usize, Option<FailureCause>)>,
+    deadline: u64,
+    work_wake: Option<u64>,
+    next_scan: u64,
+    next_report: u64,
+    cpu_start: Option<u64>,
+    wait_start: Option<u64>,
+    reported: (u64, u64, u64),
+}
+
+impl<'a, W: Workload> Driver<'a, W> {
+    pub(crate) fn new(index: usize, shared: &'a Shared, plan: &'a Plan, work: W) -> io::Result<Self> {
+        Ok(Self {
+            index,
+            shared,
+            plan,
+            poll: Poll::new()?,
+            conns: Conns { slab: Slab::new(), dirty: Vec::new(), pending: 0, closing: 0 },
+            work,
+            rbuf: vec![0; READ_SIZE],
+            scratch: BytesMut::with_capacity(READ_SIZE),
+            request: Vec::with_capacity(256),
+            stats: DriverStats::new(),
+            phase: Phase::Setup,
+            timeline: None,
+            next_slot: index,
+            retry: Vec::new(),
+            expired: Vec::new(),
+            deadline: 0,
+            work_wake: None,
+            next_scan: 0,
+            next_report: 0,
+            cpu_start: None,
+            wait_start: None,
+            reported: (0, 0, 0),
+        })
+    }
+
+    /// Runs every phase to the end; returns this thread's counts.
+    pub(crate) fn run(mut self) -> (DriverStats, Tally) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = self.shared.clock.now();
+            self.step(now);
+            if self.phase == Phase::Done {
+                break;
+            }
+            self.flush_dirty(now);
+            let timeout = self.timeout(self.shared.clock.now());
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    // The event loop itself failed: stop this thread cleanly.
+                    self.shared.abort.store(true, Ordering::Release);
+                    break;
+                }
+            }
+            let now = self.shared.clock.now();
+            for event in &events {
+                self.on_event(event, now);
+            }
+            self.flush_dirty(now);
+        }
+        self.report_progress();
+        let keys: Vec<usize> = self.conns.slab.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.conns.remove(key, &self.poll);
+        }
+        (self.stats, self.work.finish())
+    }
+
+    fn step(&mut self, now: u64) {
+        match self.phase {
+            Phase::Setup => {
+                if !self.plan.recycle {
+                    self.open_more(now);
+                }
+                if self.plan.recycle || (self.next_slot >= self.plan.slots && self.conns.pending == 0) {
+                    self.become_ready(now);
+                }
+            }
+            Phase::Ready => {
+                if self.shared.aborted() {
+                    self.begin_closing(now);
+                } else if let Some(timeline) = self.shared.timeline() {
+                    self.begin_run(timeline, now);
+                }
+            }
+            Phase::Run => {
+                let Some(tl) = self.timeline else { return };
+                if self.cpu_start.is_none() && now >= tl.measure {
+                    self.cpu_start = Some(procfs::thread_cpu_ticks().unwrap_or(0));
+                    self.wait_start = procfs::thread_cpu_wait_ns();
+                }
+                if now >= tl.end {
+                    self.end_run(now);
+                } else {
+                    if self.plan.recycle {
+                        self.retry_due(now);
+                    }
+                    self.work_wake = self.work.on_tick(&mut self.conns, now);
+                }
+            }
+            Phase::Drain => {
+                if self.work.drained() || now >= self.deadline {
+                    self.phase = Phase::Release;
+                    self.deadline = now + RELEASE_NS;
+                }
+            }
+            Phase::Release => {
+                if self.shared.released.load(Ordering::Acquire) || now >= self.deadline {
+                    self.begin_closing(now);
+                }
+            }
+            Phase::Closing => {
+                if self.conns.slab.is_empty() || now >= self.deadline {
+                    self.phase = Phase::Done;
+                }
+            }
+            Phase::Done => {}
+        }
+        if (self.conns.pending > 0 || self.conns.closing > 0) && now >= self.next_scan {
+            self.scan_timeouts(now);
+            self.next_scan = now + SCAN_NS;
+        }
+        if now >= self.next_report {
+            self.report_progress();
+            self.next_report = now + REPORT_NS;
+        }
+    }
+
+    /// How long the poll may sleep.
+    fn timeout(&self, now: u64) -> Duration {
+        let mut next = self.next_report;
+        let mut consider = |at: u64| next = next.min(at);
+        match self.phase {
+            Phase::Ready | Phase::Release | Phase::Drain => consider(now + 1_000_000),
+            Phase::Run => {
+                if let Some(tl) = self.timeline {
+                    consider(tl.end);
+                    if self.cpu_start.is_none() {
+                        consider(tl.measure);
+                    }
+                }
+                if let Some(at) = self.work_wake {
+                    if self.work.precise() {
+                        // The poll rounds its timeout up to a millisecond: wake up to a
+                        // millisecond early, then poll without sleeping until it is time.
+                        consider(if at < now + 1_000_000 { now } else { at - 1_000_000 });
+                    } else {
+                        consider(at);
+                    }
+                }
+                if let Some(at) = self.retry.iter().map(|r| r.0).min() {
+                    consider(at);
+                }
+            }
+            Phase::Closing => consider(self.deadline),
+            Phase::Setup | Phase::Done => {}
+        }
+        if self.conns.pending > 0 || self.conns.closing > 0 {
+            consider(self.next_scan);
+        }
+        Duration::from_nanos(next.saturating_sub(now))
+    }
+
+    fn running(&self, now: u64) -> bool {
+        self.phase == Phase::Run && self.timeline.is_some_and(|tl| now < tl.end)
+    }
+
+    // ---- phases ----
+
+    fn become_ready(&mut self, now: u64) {
+        self.phase = Phase::Ready;
+        self.report_progress();
+        let ready = self.shared.ready.fetch_add(1, Ordering::AcqRel) + 1;
+        if ready == self.shared.threads {
+            // The last thread ready fires the start for all; with no connection open anywhere
+            // there is nothing to run.
+            if !self.plan.recycle && self.shared.opened.load(Ordering::Acquire) == 0 {
+                self.shared.abort.store(true, Ordering::Release);
+            } else {
+                self.shared.t0.store(now, Ordering::Release);
+            }
+        }
+    }
+
+    fn begin_run(&mut self, timeline: Timeline, now: u64) {
+        self.timeline = Some(timeline);
+        self.phase = Phase::Run;
+        self.stats.members = self.conns.slab.iter().filter(|(_, c)| c.state == State::Open).count() as u64;
+        self.work.start(&mut self.conns, timeline, now);
+        if self.plan.recycle {
+            let mut slot = self.index;
+            while slot < self.plan.slots {
+                self.open(slot, now);
+                slot += self.shared.threads;
+            }
+        }
+    }
+
+    fn end_run(&mut self, now: u64) {
+        let end = procfs::thread_cpu_ticks().unwrap_or(0);
+        self.stats.cpu_ticks = end.saturating_sub(self.cpu_start.unwrap_or(end));
+        if let (Some(start), Some(end)) = (self.wait_start, procfs::thread_cpu_wait_ns()) {
+            self.stats.cpu_wait = Some(end.saturating_sub(start));
+        }
+        self.work.stop(now);
+        self.work_wake = None;
+        self.retry.clear();
+        self.phase = Phase::Drain;
+        self.deadline = now + self.plan.drain;
+    }
+
+    fn begin_closing(&mut self, now: u64) {
+        self.stats.open_at_end =
+            self.conns.slab.iter().filter(|(_, c)| c.state == State::Open).count() as u64;
+        let keys: Vec<(usize, State)> = self.conns.slab.iter().map(|(k, c)| (k, c.state)).collect();
+        for (key, state) in keys {
+            match state {
+                State::Open => self.conns.close(key, now),
+                State::Connecting | State::Handshaking => drop(self.conns.remove(key, &self.poll)),
+                State::Closing => {}
+            }
+        }
+        self.phase = Phase::Closing;
+        self.deadline = now + CLOSE_NS;
+    }
+
+    fn report_progress(&mut self) {
+        let now = (self.stats.opened, self.stats.failed(), self.work.received());
+        let add = |counter: &AtomicU64, new: u64, old: u64| {
+            if new > old {
+                counter.fetch_add(new - old, Ordering::AcqRel);
+            }
+        };
+        add(&self.shared.opened, now.0, self.reported.0);
+        add(&self.shared.failed, now.1, self.reported.1);
+        add(&self.shared.received, now.2, self.reported.2);
+        self.reported = now;
+    }
+
+    // ---- opening ----
+
+    fn open_more(&mut self, now: u64) {
+        while self.conns.pending < self.plan.max_pending && self.next_slot < self.plan.slots {
+            let slot = self.next_slot;
+            self.next_slot += self.shared.threads;
+            self.open(slot, now);
+        }
+    }
+
+    fn retry_due(&mut self, now: u64) {
+        let mut i = 0;
+        while i < self.retry.len() {
+            if self.retry[i].0 <= now {
+                let (_, slot) = self.retry.swap_remove(i);
+                self.open(slot, now);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn open(&mut self, slot: usize, now: u64) {
+        self.stats.attempts += 1;
+        let mut stream = match self.connect(slot) {
+            Ok(stream) => stream,
+            Err(e) => return self.count_failure(classify(&e), slot, now),
+        };
+        let entry = self.conns.slab.vacant_entry();
+        let key = entry.key();
+        if let Err(e) =
+            self.poll.registry().register(&mut stream, Token(key), Interest::READABLE | Interest::WRITABLE)
+        {
+            return self.count_failure(classify(&e), slot, now);
+        }
+        entry.insert(Conn {
+            stream,
+            state: State::Connecting,
+            ws: Connection::new(Role::Client, Config::default(), None),
+            input: BytesMut::new(),
+            out: BytesMut::new(),
+            key: [0; 24],
+            started: now,
+            since: now,
+            slot,
+            dirty: false,
+            blocked: false,
+            peer: self.work.peer(slot),
+        });
+        self.conns.pending += 1;
+    }
+
+    /// A non-blocking connect, bound first to the slot's source address if it has one.
+    fn connect(&self, slot: usize) -> io::Result<TcpStream> {
+        connect(self.plan.target.addr, self.plan.target.source(slot))
+    }
+
+    fn on_connected(&mut self, key: usize, now: u64) {
+        let Some(conn) = self.conns.slab.get_mut(key) else { return };
+        conn.state = State::Handshaking;
+        conn.key = generate_key(&mut rand::rng());
+        self.request.clear();
+        let target = &self.plan.target;
+        ClientRequest::new(&target.host, &target.path, conn.key).write(&mut self.request);
+        conn.out.extend_from_slice(&self.request);
+        self.flush(key, now);
+    }
+
+    fn on_response(&mut self, key: usize, n: usize, now: u64) {
+        let Some(conn) = self.conns.slab.get_mut(key) else { return };
+        conn.input.extend_from_slice(&self.rbuf[..n]);
+        let mut headers = [EMPTY_HEADER; 32];
+        let outcome = match parse_response(&conn.input, &mut headers, MAX_RESPONSE) {
+            Ok(Status::Partial) => return,
+            Ok(Status::Complete(response)) => match response.validate(&conn.key, &[]) {
+                Ok(_) => Ok(response.len),
+                Err(HandshakeError::UnexpectedStatus(code)) => Err(FailureCause::HttpStatus(code)),
+                Err(e) => Err(FailureCause::BadHandshake(e.to_string())),
+            },
+            Err(e) => Err(FailureCause::BadHandshake(e.to_string())),
+        };
+        let len = match outcome {
+            Ok(len) => len,
+            Err(cause) => return self.fail(key, cause, now),
+        };
+        conn.input.advance(len);
+        conn.state = State::Open;
+        self.conns.pending -= 1;
+        self.stats.opened += 1;
+        let measured = self.timeline.is_some_and(|tl| tl.measuring(now));
+        if measured {
+            self.stats.handshakes_measured += 1;
+        }
+        if measured || !self.plan.recycle {
+            self.stats.handshake.saturating_record(now.saturating_sub(conn.started) / 1000);
+        }
+        let leftover = !conn.input.is_empty();
+        if !leftover {
+            conn.input = BytesMut::new();
+        }
+        self.work.on_open(&mut self.conns, key, now);
+        if leftover {
+            // Frames that came with the 101.
+            let Some(conn) = self.conns.slab.get_mut(key) else { return };
+            let mut input = std::mem::take(&mut conn.input);
+            self.frames(key, &mut input, now);
+            if let Some(conn) = self.conns.slab.get_mut(key) {
+                conn.input = input;
+            }
+        }
+    }
+
+    // ---- events ----
+
+    fn on_event(&mut self, event: &IoEvent, now: u64) {
+        let key = event.token().0;
+        let Some(conn) = self.conns.slab.get_mut(key) else { return };
+        if conn.state == State::Connecting {
+            match conn.stream.take_error() {
+                Ok(Some(e)) | Err(e) => return self.fail(key, classify(&e), now),
+                Ok(None) => {}
+            }
+            match conn.stream.peer_addr() {
+                Ok(_) => self.on_connected(key, now),
+                // Not yet: a spurious wakeup; the connect timeout bounds the wait.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => return self.fail(key, classify(&e), now),
+            }
+        }
+        if event.is_writable() {
+            if let Some(conn) = self.conns.slab.get_mut(key) {
+                conn.blocked = false;
+            }
+            self.flush(key, now);
+        }
+        let closed = event.is_read_closed() || event.is_error();
+        if event.is_readable() || closed {
+            self.read(key, closed);
+        }
+    }
+
+    /// Reads until the socket is drained. A read shorter than the buffer drains it: epoll
+    /// (edge-triggered) reports bytes that arrive later as a new event, so the `WouldBlock`
+    /// read that would confirm it is saved, unless the event also said the peer closed.
+    fn read(&mut self, key: usize, closed: bool) {
+        loop {
+            let Some(conn) = self.conns.slab.get_mut(key) else { return };
+            let n = match conn.stream.read(&mut self.rbuf) {
+                Ok(0) => return self.on_eof(key),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.on_read_error(key, &e),
+            };
+            let now = self.shared.clock.now();
+            match conn.state {
+                State::Handshaking => self.on_response(key, n, now),
+                State::Open | State::Closing => self.on_bytes(key, n, now),
+                State::Connecting => {}
+            }
+            if n < self.rbuf.len() && !(closed || cfg!(not(target_os = "linux"))) {
+                return;
+            }
+        }
+    }
+
+    /// Parses frames from what was read: from the thread's scratch buffer when the connection
+    /// holds no unfinished frame (the common case: no copy kept, no allocation), else from the
+    /// connection's own buffer.
+    fn on_bytes(&mut self, key: usize, n: usize, now: u64) {
+        let Some(conn) = self.conns.slab.get_mut(key) else { return };
+        if conn.input.is_empty() {
+            let mut buf = std::mem::take(&mut self.scratch);
+            buf.clear();
+            buf.extend_from_slice(&self.rbuf[..n]);
+            self.frames(key, &mut buf, now);
+            if !buf.is_empty() {
+                // An unfinished frame stays with its connection.
+                if let Some(conn) = self.conns.slab.get_mut(key) {
+                    conn.input.extend_from_slice(&buf);
+                }
+                buf.clear();
+            }
+            self.scratch = buf;
+        } else {
+            let mut buf = std::mem::take(&mut conn.input);
+            buf.extend_from_slice(&self.rbuf[..n]);
+            self.frames(key, &mut buf, now);
+            if let Some(conn) = self.conns.slab.get_mut(key) {
+                conn.input = if self.plan.lean && buf.is_empty() { BytesMut::new() } else { buf };
+            }
+        }
+    }
+
+    fn frames(&mut self, key: usize, buf: &mut BytesMut, now: u64) {
+        loop {
+            let Some(conn) = self.conns.slab.get_mut(key) else { return };
+            let Some(event) = conn.ws.poll_event(buf) else { break };
+            let open = conn.state == State::Open;
+            match event {
+                Event::Binary(payload) | Event::Text(payload) if open => {
+                    self.work.on_message(&mut self.conns, key, &payload, now);
+                }
+                Event::Close { code, .. } if open => {
+                    return self.fail(key, FailureCause::ClosedByServer(code.0), now);
+                }
+                Event::Failed(e) if open => {
+                    return self.fail(key, FailureCause::Protocol(e.to_string()), now);
+                }
+                // Closing: the server answered our Close; it closes the TCP connection next.
+                _ => {}
+            }
+        }
+        if let Some(conn) = self.conns.slab.get_mut(key) {
+            if conn.ws.poll_transmit(&mut conn.out) {
+                self.conns.mark(key);
+            }
+        }
+    }
+
+    fn on_eof(&mut self, key: usize) {
+        let now = self.shared.clock.now();
+        match self.conns.slab.get(key).map(|c| c.state) {
+            Some(State::Closing) => self.finish(key, now),
+            Some(_) => self.fail(key, FailureCause::Eof, now),
+            None => {}
+        }
+    }
+
+    fn on_read_error(&mut self, key: usize, e: &io::Error) {
+        let now = self.shared.clock.now();
+        match self.conns.slab.get(key).map(|c| c.state) {
+            Some(State::Closing) => self.finish(key, now),
+            Some(_) => self.fail(key, classify(e), now),
+            None => {}
+        }
+    }
+
+    // ---- writing ----
+
+    fn flush_dirty(&mut self, now: u64) {
+        while let Some(key) = self.conns.dirty.pop() {
+            if let Some(conn) = self.conns.slab.get_mut(key) {
+                conn.dirty = false;
+                self.flush(key, now);
+            }
+        }
+    }
+
+    /// One write of everything the connection has (more only if the kernel took part).
+    fn flush(&mut self, key: usize, now: u64) {
+        loop {
+            let Some(conn) = self.conns.slab.get_mut(key) else { return };
+            if conn.blocked || conn.out.is_empty() || conn.state == State::Connecting {
+                return;
+            }
+            match conn.stream.write(&conn.out) {
+                Ok(n) if n == conn.out.len() => {
+                    if self.plan.lean {
+                        conn.out = BytesMut::new();
+                    } else {
+                        conn.out.clear();
+                    }
+                    return;
+                }
+                Ok(0) => return self.fail(key, FailureCause::Reset, now),
+                Ok(n) => conn.out.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.blocked = true;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return if conn.state == State::Closing {
+                        self.finish(key, now)
+                    } else {
+                        self.fail(key, classify(&e), now)
+                    };
+                }
+            }
+        }
+    }
+
+    // ---- endings ----
+
+    /// A connection failed: counted by cause; a connect slot tries again shortly.
+    fn fail(&mut self, key: usize, cause: FailureCause, now: u64) {
+        let Some(conn) = self.conns.remove(key, &self.poll) else { return };
+        if conn.state == State::Open {
+            self.stats.failed_after_open += 1;
+            self.work.on_lost(key, &conn.peer);
+        }
+        self.count_failure(cause, conn.slot, now);
+    }
+
+    fn count_failure(&mut self, cause: FailureCause, slot: usize, now: u64) {
+        *self.stats.failures.entry(cause).or_default() += 1;
+        if self.plan.recycle && self.running(now) {
+            self.retry.push((now + RETRY_NS, slot));
+        }
+    }
+
+    /// A connection ended after the close handshake (or its timeout): a connect slot starts
+    /// the next one.
+    fn finish(&mut self, key: usize, now: u64) {
+        let Some(conn) = self.conns.remove(key, &self.poll) else { return };
+        if self.plan.recycle && self.running(now) {
+            self.open(conn.slot, now);
+        }
+    }
+
+    fn scan_timeouts(&mut self, now: u64) {
+        let connect = self.plan.connect_timeout;
+        let mut expired = std::mem::take(&mut self.expired);
+        for (key, conn) in &self.conns.slab {
+            match conn.state {
+                State::Connecting if now - conn.started > connect => {
+                    expired.push((key, Some(FailureCause::ConnectTimeout)));
+                }
+                State::Handshaking if now - conn.started > connect => {
+                    expired.push((key, Some(FailureCause::HandshakeTimeout)));
+                }
+                // Both Close frames exchanged: the server should close the TCP connection
+                // now; one that waits for the client to do it gets a short grace.
+                State::Closing
+                    if now - conn.since > CLOSE_NS
+                        || (conn.ws.is_closed() && now - conn.since > LINGER_NS) =>
+                {
+                    expired.push((key, None));
+                }
+                _ => {}
+            }
+        }
+        for (key, cause) in expired.drain(..) {
+            match cause {
+                Some(cause) => self.fail(key, cause, now),
+                None => self.finish(key, now),
+            }
+        }
+        self.expired = expired;
+    }
+}
+
+/// Starts a non-blocking TCP connect to `addr` (with `TCP_NODELAY`), from `source` if given
+/// (bound with `SO_REUSEADDR`, port chosen by the kernel).
+fn connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    if let Some(ip) = source {
+        socket.set_reuse_address(true)?;
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if in_progress(&e) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
+}
+
+/// Whether a non-blocking connect is under way (EINPROGRESS, which std has no stable kind for).
+fn in_progress(e: &io::Error) -> bool {
+    #[cfg(target_os = "linux")]
+    const EINPROGRESS: i32 = 115;
+    #[cfg(not(target_os = "linux"))]
+    const EINPROGRESS: i32 = 36;
+    e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(EINPROGRESS)
+}
+
+/// The failure cause of an I/O error.
+pub(crate) fn classify(e: &io::Error) -> FailureCause {
+    use io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => FailureCause::Refused,
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => FailureCause::Reset,
+        K::TimedOut => FailureCause::ConnectTimeout,
+        K::AddrNotAvailable | K::AddrInUse => FailureCause::NoLocalPort,
+        kind => match e.raw_os_error() {
+            // ENFILE, EMFILE.
+            Some(23 | 24) => FailureCause::TooManyFiles,
+            _ => FailureCause::Io(kind.to_string()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn connects_from_another_loopback_address() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let source: IpAddr = "127.0.0.2".parse().unwrap();
+        let _stream = connect(listener.local_addr().unwrap(), Some(source)).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let (_accepted, peer) = listener.accept().unwrap();
+        assert_eq!(peer.ip(), source);
+    }
+
+    #[test]
+    fn classifies_errors() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(classify(&refused), FailureCause::Refused);
+        assert_eq!(classify(&io::Error::from(io::ErrorKind::BrokenPipe)), FailureCause::Reset);
+        assert_eq!(classify(&io::Error::from_raw_os_error(24)), FailureCause::TooManyFiles);
+        assert!(in_progress(&io::Error::from(io::ErrorKind::WouldBlock)));
+        let timeline = Timeline { start: 10, measure: 20, end: 30 };
+        assert!(!timeline.measuring(19) && timeline.measuring(20) && !timeline.measuring(30));
+        let shared = Shared::new(2, Duration::from_nanos(10), Duration::from_nanos(10));
+        assert!(shared.timeline().is_none());
+    }
+}

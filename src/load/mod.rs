@@ -1,0 +1,285 @@
+//! `hibiki load`: a load generator for WebSocket servers, built on the same sans-IO core.
+//!
+//! One [`mio`] event loop per thread drives many client connections: a non-blocking connect,
+//! the opening handshake ([`proto::handshake::client`](crate::proto::handshake::client)), then
+//! frames through a client-role [`Connection`](crate::proto::Connection). Every message carries
+//! its send time (nanoseconds since the run started) and a sequence number in its first 16
+//! bytes, so latency is measured at the receiver without a clock of the server's.
+//!
+//! ```text
+//!  cli       LoadArgs (clap) -> LoadConfig -> run_scenario -> Summary -> table | JSON | SVG
+//!  coord     threads, the shared timeline, progress bar, server CPU/RSS sampling
+//!  driver    per thread: Poll, connections (connect, handshake, frames, close), timers
+//!  scenarios echo · broadcast (and game) · connect · idle: what each connection sends
+//! ```
+//!
+//! # Timeline
+//!
+//! Connections are opened first (no more than `max_pending` handshakes at once per thread);
+//! once every thread has its connections, the run starts for all at the same instant:
+//! `warmup` (traffic, not measured), then `duration` (measured), then up to `drain` to collect
+//! the answers still in flight, then every connection is closed with a Close frame. Nothing
+//! runs longer than these bounds: a connection that is neither open nor failed after
+//! `connect_timeout` fails as a timeout.
+//!
+//! # Library use
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use hibiki::load::{LoadConfig, Scenario, run_scenario};
+//!
+//! let mut config = LoadConfig::new(Scenario::Echo, "ws://127.0.0.1:8080/echo");
+//! config.connections = 10;
+//! config.duration = Duration::from_secs(1);
+//! let summary = run_scenario(&config)?;
+//! println!("{:.0} msg/s, p99 {} µs", summary.rate(), summary.latency.unwrap().p99);
+//! # Ok::<(), hibiki::load::LoadError>(())
+//! ```
+
+mod cli;
+mod coord;
+mod driver;
+mod plot;
+mod procfs;
+mod report;
+mod scenarios;
+mod target;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use cli::{LoadArgs, run};
+pub use coord::run_scenario;
+pub use plot::svg;
+pub use report::{
+    BroadcastStats, ConnectStats, ConnectionStats, FailureCause, MemoryStats, MessageStats, Percentiles,
+    Summary, UsageStats,
+};
+
+/// Which workload to run.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// Connections that send messages and wait for the echo: round-trip latency, messages/s.
+    Echo,
+    /// Subscribers plus publishers at a fixed rate: deliveries/s, end-to-end latency, losses.
+    Broadcast,
+    /// Clients on a broadcast URL and one publisher at a tick rate (60 Hz): tick jitter.
+    Game,
+    /// New connections per second: TCP connect, handshake, close handshake, again.
+    Connect,
+    /// Connections held open and silent: how many the server holds, and its memory per connection.
+    Idle,
+}
+
+impl Scenario {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Echo => "echo",
+            Self::Broadcast => "broadcast",
+            Self::Game => "game",
+            Self::Connect => "connect",
+            Self::Idle => "idle",
+        }
+    }
+
+    /// Whether this scenario sends stamped messages (and so needs a payload of 16 bytes or more).
+    pub fn sends_messages(self) -> bool {
+        matches!(self, Self::Echo | Self::Broadcast | Self::Game)
+    }
+
+    /// The URL used when none is given: `/broadcast` for broadcast and game, else `/echo`.
+    pub fn default_url(self) -> &'static str {
+        match self {
+            Self::Broadcast | Self::Game => "ws://127.0.0.1:8080/broadcast",
+            _ => "ws://127.0.0.1:8080/echo",
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The smallest payload of a stamped message: 8 bytes of send time and 8 of sequence number.
+pub const MIN_PAYLOAD: usize = 16;
+
+/// Everything a run needs. [`LoadConfig::new`] fills in the defaults of the command line.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct LoadConfig {
+    /// The workload.
+    pub scenario: Scenario,
+    /// The `ws://` URL to connect to.
+    pub url: String,
+    /// Connections (echo, idle), subscribers (broadcast) or clients (game). Default 100.
+    pub connections: usize,
+    /// Messages outstanding per echo connection. Default 1.
+    pub in_flight: usize,
+    /// Bytes per message, at least [`MIN_PAYLOAD`]. Default 20.
+    pub payload: usize,
+    /// The measured window. Default 10 s.
+    pub duration: Duration,
+    /// Traffic before the measured window, not counted. Default 1 s.
+    pub warmup: Duration,
+    /// Echo: total messages/s over all connections (`None`: as fast as the answers come).
+    /// Broadcast: messages/s per publisher (`None`: 100).
+    pub rate: Option<f64>,
+    /// Broadcast: publishing connections (they receive their own messages too). Default 1.
+    pub publishers: usize,
+    /// Connect: connections in progress at once. Default 50.
+    pub concurrency: usize,
+    /// Game: ticks per second of the publisher. Default 60.
+    pub tick_hz: f64,
+    /// Driver threads, each with its own event loop and share of the connections. Default 1.
+    pub threads: usize,
+    /// Time for the TCP connect plus the handshake of one connection. Default 5 s.
+    pub connect_timeout: Duration,
+    /// After the window, how long to wait for the answers still in flight. Default 2 s.
+    pub drain: Duration,
+    /// Handshakes in progress at once per thread while the connections are opened. Default 512.
+    pub max_pending: usize,
+    /// The server's process id: its CPU time over the window (and RSS for idle) is reported.
+    pub server_pid: Option<u32>,
+    /// Draw a progress bar on stderr (when it is a terminal). Default off in the library.
+    pub progress: bool,
+}
+
+impl LoadConfig {
+    /// A configuration for `scenario` against `url`, with the command line's defaults.
+    pub fn new(scenario: Scenario, url: impl Into<String>) -> Self {
+        Self {
+            scenario,
+            url: url.into(),
+            connections: 100,
+            in_flight: 1,
+            payload: 20,
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(1),
+            rate: None,
+            publishers: 1,
+            concurrency: 50,
+            tick_hz: 60.0,
+            threads: 1,
+            connect_timeout: Duration::from_secs(5),
+            drain: Duration::from_secs(2),
+            max_pending: 512,
+            server_pid: None,
+            progress: false,
+        }
+    }
+
+    /// Connection slots the run uses: its connections (plus publishers), or the connect
+    /// scenario's concurrency.
+    pub fn slots(&self) -> usize {
+        match self.scenario {
+            Scenario::Echo | Scenario::Idle => self.connections,
+            Scenario::Broadcast => self.connections + self.publishers,
+            Scenario::Game => self.connections + 1,
+            Scenario::Connect => self.concurrency,
+        }
+    }
+
+    /// Checks the values that cannot work together.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Config`] naming the value.
+    pub fn validate(&self) -> Result<(), LoadError> {
+        let bad = |what: &str| Err(LoadError::Config(what.to_string()));
+        if self.scenario.sends_messages() && self.payload < MIN_PAYLOAD {
+            return bad("--payload must be at least 16 bytes (send time and sequence number)");
+        }
+        if self.scenario != Scenario::Connect && self.connections == 0 {
+            return bad("--connections must be at least 1");
+        }
+        if self.scenario == Scenario::Connect && self.concurrency == 0 {
+            return bad("--concurrency must be at least 1");
+        }
+        if self.scenario == Scenario::Broadcast && self.publishers == 0 {
+            return bad("--publishers must be at least 1");
+        }
+        if self.in_flight == 0 || self.in_flight > u32::MAX as usize {
+            return bad("--in-flight must be at least 1");
+        }
+        if self.duration.is_zero() {
+            return bad("--duration must be positive");
+        }
+        if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            return bad("--rate must be a positive number");
+        }
+        if !(self.tick_hz.is_finite() && self.tick_hz > 0.0 && self.tick_hz <= 10_000.0) {
+            return bad("--tick-hz must be between 0 and 10000");
+        }
+        if self.threads == 0 || self.max_pending == 0 {
+            return bad("--threads and --max-pending must be at least 1");
+        }
+        if self.connect_timeout.is_zero() {
+            return bad("--connect-timeout must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// Why a run could not take place. Failures of single connections are not errors: they are
+/// counted by cause in [`Summary::connections`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The URL is not a usable `ws://` URL.
+    Url(String),
+    /// The host name did not resolve.
+    Resolve {
+        /// The host as written.
+        host: String,
+        /// What the resolver said.
+        source: io::Error,
+    },
+    /// Nothing accepts TCP connections at the address (checked once before the run).
+    Unreachable {
+        /// The resolved address.
+        addr: SocketAddr,
+        /// The connect error.
+        source: io::Error,
+    },
+    /// A configuration value is out of range.
+    Config(String),
+    /// The load tool itself failed (creating an event loop, a thread).
+    Io(io::Error),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Url(why) => write!(f, "invalid URL: {why}"),
+            Self::Resolve { host, source } => write!(f, "cannot resolve {host}: {source}"),
+            Self::Unreachable { addr, source } => {
+                write!(f, "cannot connect to {addr}: {source} (is the server running?)")
+            }
+            Self::Config(why) => f.write_str(why),
+            Self::Io(e) => write!(f, "load tool: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Resolve { source, .. } | Self::Unreachable { source, .. } | Self::Io(source) => {
+                Some(source)
+            }
+            Self::Url(_) | Self::Config(_) => None,
+        }
+    }
+}
+
+impl From<io::Error> for LoadError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}

@@ -1,0 +1,526 @@
+//! The result of a run: [`Summary`], printed as a table or as JSON.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+
+use hdrhistogram::Histogram;
+use serde::{Serialize, Serializer};
+
+use super::Scenario;
+
+/// Why a connection failed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum FailureCause {
+    /// The TCP connection was refused: nothing listens there (any more).
+    Refused,
+    /// The TCP connect did not complete within the connect timeout.
+    ConnectTimeout,
+    /// The server did not answer the upgrade request within the connect timeout.
+    HandshakeTimeout,
+    /// The server answered the upgrade request with this HTTP status instead of 101.
+    HttpStatus(u16),
+    /// The server's 101 response was not a valid WebSocket accept (the reason).
+    BadHandshake(String),
+    /// The connection was reset (ECONNRESET, EPIPE).
+    Reset,
+    /// The server closed an open connection with a Close frame carrying this code.
+    ClosedByServer(u16),
+    /// The server closed the TCP connection without a Close frame.
+    Eof,
+    /// The server broke the WebSocket protocol (the error).
+    Protocol(String),
+    /// No local port or address was left to connect from (EADDRNOTAVAIL).
+    NoLocalPort,
+    /// The load tool hit its open-file limit (EMFILE, ENFILE): raise `ulimit -n`.
+    TooManyFiles,
+    /// Another I/O error (its kind).
+    Io(String),
+}
+
+impl FailureCause {
+    /// A short machine-readable name: `refused`, `connect_timeout`, `handshake_timeout`,
+    /// `http_404`, `bad_handshake`, `reset`, `closed_1001`, `eof`, `protocol`,
+    /// `no_local_port`, `too_many_files`, `io`.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Refused => "refused".into(),
+            Self::ConnectTimeout => "connect_timeout".into(),
+            Self::HandshakeTimeout => "handshake_timeout".into(),
+            Self::HttpStatus(code) => format!("http_{code}"),
+            Self::BadHandshake(_) => "bad_handshake".into(),
+            Self::Reset => "reset".into(),
+            Self::ClosedByServer(code) => format!("closed_{code}"),
+            Self::Eof => "eof".into(),
+            Self::Protocol(_) => "protocol".into(),
+            Self::NoLocalPort => "no_local_port".into(),
+            Self::TooManyFiles => "too_many_files".into(),
+            Self::Io(_) => "io".into(),
+        }
+    }
+
+    /// Whether the cause is a timeout (connect or handshake).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::ConnectTimeout | Self::HandshakeTimeout)
+    }
+}
+
+impl fmt::Display for FailureCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Refused => f.write_str("connection refused"),
+            Self::ConnectTimeout => f.write_str("timed out connecting"),
+            Self::HandshakeTimeout => f.write_str("timed out waiting for the upgrade response"),
+            Self::HttpStatus(code) => write!(f, "upgrade refused with HTTP {code}"),
+            Self::BadHandshake(why) => write!(f, "invalid upgrade response: {why}"),
+            Self::Reset => f.write_str("connection reset"),
+            Self::ClosedByServer(code) => write!(f, "closed by the server (close code {code})"),
+            Self::Eof => f.write_str("closed by the server without a Close frame"),
+            Self::Protocol(why) => write!(f, "protocol error: {why}"),
+            Self::NoLocalPort => f.write_str("no local port left (EADDRNOTAVAIL)"),
+            Self::TooManyFiles => f.write_str("too many open files (raise ulimit -n)"),
+            Self::Io(kind) => write!(f, "I/O error: {kind}"),
+        }
+    }
+}
+
+impl Serialize for FailureCause {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.key())
+    }
+}
+
+/// A latency distribution, in microseconds.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    /// Samples.
+    pub count: u64,
+    /// Smallest.
+    pub min: u64,
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl Percentiles {
+    /// The percentiles of a histogram, or `None` when it is empty.
+    pub fn of(h: &Histogram<u64>) -> Option<Self> {
+        (!h.is_empty()).then(|| Self {
+            count: h.len(),
+            min: h.min(),
+            mean: h.mean(),
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        })
+    }
+}
+
+/// Connections: how many were asked for, opened, and why the others failed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ConnectionStats {
+    /// Connections attempted (for connect: every attempt).
+    pub attempted: u64,
+    /// Connections that completed the handshake.
+    pub opened: u64,
+    /// Connections that failed, before or after opening.
+    pub failed: u64,
+    /// Of those, connections that failed after opening (server closed or reset mid-run).
+    pub failed_after_open: u64,
+    /// Connections open when the window ended.
+    pub open_at_end: u64,
+    /// Seconds it took to open the connections, before traffic started.
+    pub setup_secs: f64,
+    /// Failures by cause.
+    pub failures: BTreeMap<FailureCause, u64>,
+}
+
+/// Messages of the echo, broadcast and game scenarios.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct MessageStats {
+    /// Payload bytes per message.
+    pub payload: usize,
+    /// Messages sent during the run (warmup included).
+    pub sent: u64,
+    /// Echo: round trips completed in the window. Broadcast, game: deliveries in the window.
+    pub received: u64,
+    /// `received` per second of the window.
+    pub per_sec: f64,
+    /// Echoes that did not match what was sent (size, order), and messages that were not ours.
+    pub errors: u64,
+    /// Echo: messages still unanswered after the drain.
+    pub unanswered: u64,
+    /// Echo with a rate: sends skipped because every connection had its in-flight messages out.
+    pub rate_shortfall: u64,
+}
+
+/// Deliveries of the broadcast and game scenarios.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct BroadcastStats {
+    /// Publishing connections.
+    pub publishers: usize,
+    /// Messages per second per publisher (game: the tick rate).
+    pub rate: f64,
+    /// Messages published (warmup included).
+    pub published: u64,
+    /// Connections on the broadcast when publishing started (subscribers and publishers:
+    /// publishers receive their own messages).
+    pub members: u64,
+    /// `published × members`.
+    pub expected: u64,
+    /// Deliveries received, during the run and the drain.
+    pub delivered: u64,
+    /// `expected - delivered` (game: missed ticks).
+    pub lost: u64,
+    /// Deliveries in the window that were a publisher's own message.
+    pub self_deliveries: u64,
+}
+
+/// The connect scenario.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ConnectStats {
+    /// Connections in progress at once.
+    pub concurrency: usize,
+    /// Handshakes completed in the window.
+    pub handshakes: u64,
+    /// Handshakes per second.
+    pub per_sec: f64,
+}
+
+/// The server's memory (idle scenario with a server pid).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct MemoryStats {
+    /// Server RSS before the connections were opened, KiB.
+    pub rss_before_kib: u64,
+    /// Server RSS at the end of the window, KiB.
+    pub rss_after_kib: u64,
+    /// RSS growth per connection held, bytes.
+    pub per_connection_bytes: f64,
+}
+
+/// CPU time over the measured window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct UsageStats {
+    /// The server's process id, if given.
+    pub server_pid: Option<u32>,
+    /// The server's CPU seconds (user + system) in the window.
+    pub server_cpu_secs: Option<f64>,
+    /// The headline: messages (echo), deliveries (broadcast) or handshakes (connect) per
+    /// server CPU-second.
+    pub per_server_cpu_sec: Option<f64>,
+    /// The load tool's CPU seconds in the window (its driver threads).
+    pub load_cpu_secs: f64,
+    /// Seconds the server's threads were runnable but waited for a CPU in the window
+    /// (`/proc/PID/task/*/schedstat`): other processes competing for its cores.
+    pub server_cpu_wait_secs: Option<f64>,
+    /// Seconds the load tool's driver threads waited for a CPU in the window.
+    pub load_cpu_wait_secs: Option<f64>,
+}
+
+impl UsageStats {
+    /// Whether the server or the load tool waited for a CPU for more than a tenth of the
+    /// window: other processes competed for the cores, and rates understate the server.
+    pub fn contended(&self, window_secs: f64) -> bool {
+        let limit = window_secs * 0.1;
+        self.server_cpu_wait_secs.is_some_and(|w| w > limit)
+            || self.load_cpu_wait_secs.is_some_and(|w| w > limit)
+    }
+}
+
+/// The histograms behind the percentiles, for plots.
+#[derive(Clone, Default)]
+pub(crate) struct Curves {
+    pub(crate) latency: Option<Histogram<u64>>,
+    pub(crate) jitter: Option<Histogram<u64>>,
+    pub(crate) handshake: Option<Histogram<u64>>,
+}
+
+impl fmt::Debug for Curves {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let len = |h: &Option<Histogram<u64>>| h.as_ref().map(Histogram::len);
+        f.debug_struct("Curves")
+            .field("latency", &len(&self.latency))
+            .field("jitter", &len(&self.jitter))
+            .field("handshake", &len(&self.handshake))
+            .finish()
+    }
+}
+
+/// What a run measured.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct Summary {
+    /// The workload.
+    pub scenario: Scenario,
+    /// The URL.
+    pub url: String,
+    /// Driver threads.
+    pub threads: usize,
+    /// Warmup seconds (not measured).
+    pub warmup_secs: f64,
+    /// Seconds of the measured window.
+    pub duration_secs: f64,
+    /// Connections.
+    pub connections: ConnectionStats,
+    /// Messages (echo, broadcast, game).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<MessageStats>,
+    /// Broadcast and game deliveries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broadcast: Option<BroadcastStats>,
+    /// Connect rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect: Option<ConnectStats>,
+    /// Server memory (idle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryStats>,
+    /// Round-trip (echo) or end-to-end (broadcast, game) latency in the window, µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Percentiles>,
+    /// Game: |tick inter-arrival − tick period| at each client, µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<Percentiles>,
+    /// Time from starting the TCP connect to the 101 response, µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handshake: Option<Percentiles>,
+    /// CPU time of the server and of the load tool.
+    pub usage: UsageStats,
+    #[serde(skip)]
+    pub(crate) curves: Curves,
+}
+
+impl Summary {
+    /// The headline rate: messages (echo), deliveries (broadcast, game) or handshakes (connect)
+    /// per second; 0 for idle.
+    pub fn rate(&self) -> f64 {
+        match (&self.messages, &self.connect) {
+            (Some(m), _) => m.per_sec,
+            (None, Some(c)) => c.per_sec,
+            _ => 0.0,
+        }
+    }
+
+    /// Whether every connection failed, before or after opening (the command exits non-zero
+    /// then). For connect: whether no handshake succeeded.
+    pub fn all_failed(&self) -> bool {
+        let c = &self.connections;
+        match self.scenario {
+            Scenario::Connect => c.opened == 0,
+            _ => c.opened == 0 || c.failed >= c.attempted,
+        }
+    }
+
+    /// One line per failure cause, for stderr.
+    pub fn failure_lines(&self) -> Vec<String> {
+        let c = &self.connections;
+        c.failures
+            .iter()
+            .map(|(cause, n)| format!("{} of {} connections failed: {cause}", group(*n), group(c.attempted)))
+            .collect()
+    }
+
+    /// The summary as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// The summary as a human-readable table.
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        let _ = self.write_table(&mut t);
+        t
+    }
+
+    fn write_table(&self, t: &mut String) -> fmt::Result {
+        write!(
+            t,
+            "hibiki load {} · {} · {} thread{} · ",
+            self.scenario,
+            self.url,
+            self.threads,
+            if self.threads == 1 { "" } else { "s" },
+        )?;
+        if self.duration_secs > 0.0 {
+            writeln!(t, "{:.1} s measured after {:.1} s warmup", self.duration_secs, self.warmup_secs)?;
+        } else {
+            writeln!(t, "no traffic: no connection opened")?;
+        }
+        let c = &self.connections;
+        write!(t, "  {:<16}{} opened", "connections", group(c.opened))?;
+        if self.scenario != Scenario::Connect {
+            write!(
+                t,
+                " of {} in {:.2} s, {} open at the end",
+                group(c.attempted),
+                c.setup_secs,
+                group(c.open_at_end)
+            )?;
+        }
+        writeln!(t, ", {} failed", group(c.failed))?;
+        for (cause, n) in &c.failures {
+            writeln!(t, "  {:<16}{:>10}  {cause}", "", group(*n))?;
+        }
+        if let Some(m) = &self.messages {
+            let what = if self.scenario == Scenario::Echo { "round trips" } else { "deliveries" };
+            writeln!(
+                t,
+                "  {:<16}{} {what} · {}/s · {} B payload · {} sent · {} errors",
+                "messages",
+                group(m.received),
+                group_f(m.per_sec),
+                m.payload,
+                group(m.sent),
+                group(m.errors)
+            )?;
+            if m.unanswered > 0 || m.rate_shortfall > 0 {
+                writeln!(
+                    t,
+                    "  {:<16}{} unanswered after the drain, {} sends skipped (no connection had room)",
+                    "",
+                    group(m.unanswered),
+                    group(m.rate_shortfall)
+                )?;
+            }
+        }
+        if let Some(b) = &self.broadcast {
+            writeln!(
+                t,
+                "  {:<16}{} published by {} at {}/s each · {} members · {} expected · {} delivered · {} {}",
+                "broadcast",
+                group(b.published),
+                b.publishers,
+                group_f(b.rate),
+                group(b.members),
+                group(b.expected),
+                group(b.delivered),
+                group(b.lost),
+                if self.scenario == Scenario::Game { "missed ticks" } else { "lost" }
+            )?;
+        }
+        if let Some(k) = &self.connect {
+            writeln!(
+                t,
+                "  {:<16}{} handshakes · {}/s · {} at once",
+                "connect",
+                group(k.handshakes),
+                group_f(k.per_sec),
+                k.concurrency
+            )?;
+        }
+        let label = if self.scenario == Scenario::Echo { "round trip µs" } else { "latency µs" };
+        for (name, p) in
+            [(label, &self.latency), ("tick jitter µs", &self.jitter), ("handshake µs", &self.handshake)]
+        {
+            if let Some(p) = p {
+                writeln!(
+                    t,
+                    "  {name:<16}p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.0}, n={})",
+                    group(p.p50),
+                    group(p.p90),
+                    group(p.p99),
+                    group(p.p999),
+                    group(p.max),
+                    p.mean,
+                    group(p.count)
+                )?;
+            }
+        }
+        if let Some(mem) = &self.memory {
+            writeln!(
+                t,
+                "  {:<16}server RSS {} KiB -> {} KiB · {:.0} B per connection",
+                "memory",
+                group(mem.rss_before_kib),
+                group(mem.rss_after_kib),
+                mem.per_connection_bytes
+            )?;
+        }
+        let u = &self.usage;
+        if let Some(pid) = u.server_pid {
+            write!(t, "  {:<16}pid {pid}: ", "server")?;
+            match u.server_cpu_secs {
+                Some(cpu) => write!(t, "{cpu:.2} CPU s")?,
+                None => write!(t, "CPU time unavailable")?,
+            }
+            if let Some(wait) = u.server_cpu_wait_secs {
+                write!(t, " (+{wait:.2} s waiting for a CPU)")?;
+            }
+            if let Some(per) = u.per_server_cpu_sec {
+                let unit = match self.scenario {
+                    Scenario::Connect => "handshakes",
+                    Scenario::Echo => "round trips",
+                    _ => "deliveries",
+                };
+                write!(t, " · {} {unit} per server CPU-s", group_f(per))?;
+            }
+            writeln!(t)?;
+        }
+        write!(t, "  {:<16}{:.2} CPU s", "load tool", u.load_cpu_secs)?;
+        if let Some(wait) = u.load_cpu_wait_secs {
+            write!(t, " (+{wait:.2} s waiting for a CPU)")?;
+        }
+        writeln!(t)?;
+        if u.contended(self.duration_secs) {
+            writeln!(
+                t,
+                "  note: other processes competed for the CPUs during the window; rates understate \
+                 what idle cores would give"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `1234567` as `1,234,567`.
+pub(crate) fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
+/// A rate: grouped, with one decimal below 100.
+pub(crate) fn group_f(x: f64) -> String {
+    if x < 100.0 { format!("{x:.1}") } else { group(x.round() as u64) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_digits() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(1000), "1,000");
+        assert_eq!(group(1_234_567), "1,234,567");
+        assert_eq!(group_f(12.345), "12.3");
+        assert_eq!(group_f(123_456.7), "123,457");
+    }
+
+    #[test]
+    fn cause_keys() {
+        assert_eq!(FailureCause::HttpStatus(404).key(), "http_404");
+        assert_eq!(FailureCause::ClosedByServer(1001).key(), "closed_1001");
+        assert_eq!(serde_json::to_string(&FailureCause::Refused).unwrap(), "\"refused\"");
+        let mut map = BTreeMap::new();
+        map.insert(FailureCause::HttpStatus(404), 3u64);
+        assert_eq!(serde_json::to_string(&map).unwrap(), r#"{"http_404":3}"#);
+    }
+}

@@ -1,0 +1,104 @@
+//! What the connections of each scenario do. The driver owns the sockets and the lifecycle;
+//! a scenario is a [`Workload`](super::driver::Workload): what to send on open, on each
+//! message, on timers, and what to count.
+
+mod broadcast;
+mod connect;
+mod echo;
+mod idle;
+
+use hdrhistogram::Histogram;
+
+pub(crate) use broadcast::Broadcast;
+pub(crate) use connect::Connect;
+pub(crate) use echo::Echo;
+pub(crate) use idle::Idle;
+
+/// A histogram of microseconds from 1 µs to 60 s at 3 significant digits.
+pub(crate) fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// A payload template: the stamp (send time, sequence) is rewritten in place for each send,
+/// the rest is a fixed printable pattern.
+pub(crate) fn template(size: usize) -> Vec<u8> {
+    (0..size).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// Writes the send time and sequence number into the first 16 bytes.
+pub(crate) fn stamp(payload: &mut [u8], sent_at: u64, seq: u64) {
+    payload[..8].copy_from_slice(&sent_at.to_le_bytes());
+    payload[8..16].copy_from_slice(&seq.to_le_bytes());
+}
+
+/// The send time and sequence number of a stamped payload.
+pub(crate) fn read_stamp(payload: &[u8]) -> Option<(u64, u64)> {
+    let ts = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
+    let seq = u64::from_le_bytes(payload.get(8..16)?.try_into().ok()?);
+    Some((ts, seq))
+}
+
+/// One thread's message counts.
+#[derive(Clone, Debug)]
+pub(crate) struct Tally {
+    /// Messages sent (echo requests, broadcast publishes), warmup included.
+    pub(crate) sent: u64,
+    /// Round trips or deliveries in the measured window.
+    pub(crate) received: u64,
+    /// Deliveries over the whole run and drain (broadcast loss accounting).
+    pub(crate) received_total: u64,
+    /// Deliveries in the window of a publisher's own message.
+    pub(crate) self_received: u64,
+    /// Mismatched echoes and messages that were not ours.
+    pub(crate) errors: u64,
+    /// Echo: answers missing after the drain.
+    pub(crate) unanswered: u64,
+    /// Echo with a rate: scheduled sends dropped for lack of room.
+    pub(crate) shortfall: u64,
+    /// Latency in the window, µs.
+    pub(crate) latency: Histogram<u64>,
+    /// Game: tick jitter in the window, µs.
+    pub(crate) jitter: Histogram<u64>,
+}
+
+impl Tally {
+    pub(crate) fn new() -> Self {
+        Self {
+            sent: 0,
+            received: 0,
+            received_total: 0,
+            self_received: 0,
+            errors: 0,
+            unanswered: 0,
+            shortfall: 0,
+            latency: histogram(),
+            jitter: histogram(),
+        }
+    }
+
+    pub(crate) fn merge(&mut self, other: &Self) {
+        self.sent += other.sent;
+        self.received += other.received;
+        self.received_total += other.received_total;
+        self.self_received += other.self_received;
+        self.errors += other.errors;
+        self.unanswered += other.unanswered;
+        self.shortfall += other.shortfall;
+        let _ = self.latency.add(&other.latency);
+        let _ = self.jitter.add(&other.jitter);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_round_trip() {
+        let mut p = template(20);
+        stamp(&mut p, 123_456_789, 42);
+        assert_eq!(read_stamp(&p), Some((123_456_789, 42)));
+        assert_eq!(&p[16..], b"qrst");
+        assert_eq!(read_stamp(&p[..15]), None);
+    }
+}

@@ -1,0 +1,154 @@
+//! The target: a `ws://` URL resolved once, and the local addresses to connect from.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs as _};
+use std::time::Duration;
+
+use super::{LoadError, procfs};
+
+/// Connections per local source address before the next one is used (a little under the
+/// 28,232 ports of Linux's default ephemeral range).
+const PER_SOURCE: usize = 28_000;
+
+/// Where the connections go.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    /// The resolved address.
+    pub(crate) addr: SocketAddr,
+    /// The `Host` header: the authority as written in the URL.
+    pub(crate) host: String,
+    /// The request target: path and query.
+    pub(crate) path: String,
+    /// Connections per source address, when the target is on 127.0.0.0/8.
+    per_source: Option<usize>,
+}
+
+impl Target {
+    /// Parses `ws://host[:port][/path][?query]` and resolves the host.
+    pub(crate) fn resolve(url: &str) -> Result<Self, LoadError> {
+        let (host, port, authority, path) =
+            split(url).map_err(|why| LoadError::Url(format!("{url}: {why}")))?;
+        let addrs: Vec<SocketAddr> = (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|source| LoadError::Resolve { host: host.clone(), source })?
+            .collect();
+        // Prefer IPv4: servers commonly listen on 0.0.0.0 only.
+        let Some(addr) = addrs.iter().find(|a| a.is_ipv4()).or_else(|| addrs.first()).copied() else {
+            let source = io::Error::new(io::ErrorKind::NotFound, "no address");
+            return Err(LoadError::Resolve { host, source });
+        };
+        let per_source = match addr.ip() {
+            IpAddr::V4(ip) if ip.is_loopback() => {
+                Some(procfs::ephemeral_ports().map_or(PER_SOURCE, |n| n.clamp(1024, PER_SOURCE)))
+            }
+            _ => None,
+        };
+        Ok(Self { addr, host: authority, path, per_source })
+    }
+
+    /// One blocking TCP connect, so that a wrong port is one clear error rather than a
+    /// summary full of refused connections.
+    pub(crate) fn probe(&self, timeout: Duration) -> Result<(), LoadError> {
+        TcpStream::connect_timeout(&self.addr, timeout)
+            .map(drop)
+            .map_err(|source| LoadError::Unreachable { addr: self.addr, source })
+    }
+
+    /// The local address connection slot `slot` binds to: none for the first 28,000, then
+    /// 127.0.0.2, 127.0.0.3 ... for a target on the loopback network (each source address has
+    /// its own ephemeral ports).
+    pub(crate) fn source(&self, slot: usize) -> Option<IpAddr> {
+        let per = self.per_source?;
+        let n = u32::try_from(slot / per).ok().filter(|&n| n > 0)?;
+        let base = u32::from(Ipv4Addr::new(127, 0, 0, 1));
+        let ip = base.checked_add(n).filter(|&ip| ip < u32::from(Ipv4Addr::new(128, 0, 0, 0)))?;
+        Some(IpAddr::V4(Ipv4Addr::from(ip)))
+    }
+}
+
+/// Splits a URL into host, port, authority (for `Host`) and request target.
+fn split(url: &str) -> Result<(String, u16, String, String), &'static str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err("expected ws://host[:port]/path");
+    };
+    if scheme.eq_ignore_ascii_case("wss") {
+        return Err("wss:// (TLS) is not supported; use ws://");
+    }
+    if !scheme.eq_ignore_ascii_case("ws") {
+        return Err("the scheme must be ws://");
+    }
+    if rest.contains('#') {
+        return Err("fragments are not allowed in WebSocket URLs");
+    }
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, resource) = rest.split_at(end);
+    if authority.contains('@') {
+        return Err("user information is not supported");
+    }
+    let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
+        let (host, after) = inner.split_once(']').ok_or("unclosed [ in the host")?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("missing host");
+    }
+    let port = match port {
+        None => 80,
+        Some(p) => p.parse::<u16>().ok().filter(|&p| p > 0).ok_or("invalid port")?,
+    };
+    let path = match resource {
+        "" => "/".to_string(),
+        r if r.starts_with('?') => format!("/{r}"),
+        r => r.to_string(),
+    };
+    if !path.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the path must be visible ASCII (percent-encode the rest)");
+    }
+    Ok((host.to_string(), port, authority.to_string(), path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_urls() {
+        let (host, port, authority, path) = split("ws://127.0.0.1:8080/echo?x=1").unwrap();
+        assert_eq!(
+            (host.as_str(), port, authority.as_str(), path.as_str()),
+            ("127.0.0.1", 8080, "127.0.0.1:8080", "/echo?x=1")
+        );
+        let (host, port, _, path) = split("WS://localhost").unwrap();
+        assert_eq!((host.as_str(), port, path.as_str()), ("localhost", 80, "/"));
+        let (host, port, authority, _) = split("ws://[::1]:9/").unwrap();
+        assert_eq!((host.as_str(), port, authority.as_str()), ("::1", 9, "[::1]:9"));
+        assert!(split("wss://x/").unwrap_err().contains("TLS"));
+        assert!(split("http://x/").is_err());
+        assert!(split("ws://x:0/").is_err());
+        assert!(split("ws://x:99999/").is_err());
+        assert!(split("ws:///path").is_err());
+        assert!(split("ws://x/#frag").is_err());
+        assert!(split("127.0.0.1:8080").is_err());
+    }
+
+    #[test]
+    fn source_addresses_past_the_port_range() {
+        let target = Target {
+            addr: "127.0.0.1:8080".parse().unwrap(),
+            host: String::new(),
+            path: "/".into(),
+            per_source: Some(28_000),
+        };
+        assert_eq!(target.source(0), None);
+        assert_eq!(target.source(27_999), None);
+        assert_eq!(target.source(28_000), Some("127.0.0.2".parse().unwrap()));
+        assert_eq!(target.source(56_000), Some("127.0.0.3".parse().unwrap()));
+        let remote = Target { per_source: None, ..target };
+        assert_eq!(remote.source(100_000), None);
+    }
+}
