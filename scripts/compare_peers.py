@@ -1,0 +1,138 @@
+"""Runs the peer comparison described in scripts/compare-peers.sh and prints the tables."""
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+ROUNDS = int(sys.argv[1])
+SECONDS = float(sys.argv[2])
+LOAD = "target/release/hibiki"
+PORT = 9400
+SERVERS = {
+    "hibiki": ["target/release/hibiki", "serve", "--threads", "1", "--listen", f"127.0.0.1:{PORT}",
+               "--no-deflate", "--ping-interval", "0"],
+    "fastwebsockets": ["benches/peers/target/release/fastwebsockets_server", f"127.0.0.1:{PORT}"],
+    "tokio-tungstenite": ["benches/peers/target/release/tungstenite_server", f"127.0.0.1:{PORT}"],
+}
+URL = f"ws://127.0.0.1:{PORT}"
+# name: (load arguments, what to compare)
+SCENARIOS = {
+    "echo-1": (["echo", "--url", f"{URL}/echo", "-c", "100", "--in-flight", "1", "--payload", "20"], "cpu"),
+    "echo-16": (["echo", "--url", f"{URL}/echo", "-c", "100", "--in-flight", "16", "--payload", "20"], "cpu"),
+    "echo-16k": (["echo", "--url", f"{URL}/echo", "-c", "10", "--in-flight", "4", "--payload", "16384"], "cpu"),
+    "echo-1000": (["echo", "--url", f"{URL}/echo", "-c", "1000", "--in-flight", "1", "--payload", "20"], "cpu"),
+    "broadcast": (["broadcast", "--url", f"{URL}/broadcast", "-c", "1000", "--publishers", "1", "--rate", "1000",
+                   "--payload", "20"], "cpu"),
+    "idle": (["idle", "--url", f"{URL}/echo", "-c", "10000"], "memory"),
+}
+LABELS = {
+    "echo-1": "echo 100 conns x 20 B, 1 in flight",
+    "echo-16": "echo 100 conns x 20 B, 16 in flight",
+    "echo-16k": "echo 10 conns x 16 KiB, 4 in flight",
+    "echo-1000": "echo 1,000 conns x 20 B, 1 in flight",
+    "broadcast": "broadcast 1,000 subscribers, 1,000 msg/s",
+    "idle": "idle 10,000 connections",
+}
+chosen = os.environ.get("SCENARIOS", " ".join(SCENARIOS)).split()
+
+
+def wait_port():
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", PORT), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("a server did not start")
+
+
+def run(server, args):
+    proc = subprocess.Popen(["taskset", "-c", "0", *SERVERS[server]], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_port()
+        cmd = ["taskset", "-c", "1", LOAD, "load", *args, "--duration", str(SECONDS), "--server-pid",
+               str(proc.pid), "--json", "--quiet"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=SECONDS * 6 + 120)
+        if out.returncode != 0 and not out.stdout.strip():
+            print(f"  {server}: load failed: {out.stderr.strip()[:200]}", file=sys.stderr)
+            return None
+        return json.loads(out.stdout)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        time.sleep(0.5)
+
+
+def figures(summary, kind):
+    usage = summary["usage"]
+    if kind == "memory":
+        mem = summary.get("memory") or {}
+        return {"value": mem.get("per_connection_bytes"), "rate": summary["connections"]["open_at_end"],
+                "cpu": usage.get("server_cpu_secs")}
+    msgs = summary.get("messages") or {}
+    rate = msgs.get("per_sec")
+    if summary.get("broadcast"):
+        rate = summary["broadcast"]["delivered"] / summary["duration_secs"]
+    return {"value": usage.get("per_server_cpu_sec"), "rate": rate, "cpu": usage.get("server_cpu_secs"),
+            "p99": (summary.get("latency") or {}).get("p99"), "load_cpu": usage.get("load_cpu_secs"),
+            "failed": summary["connections"]["failed"] + summary["connections"]["failed_after_open"]}
+
+
+results = {s: {srv: [] for srv in SERVERS} for s in chosen}
+for scenario in chosen:
+    args, kind = SCENARIOS[scenario]
+    for r in range(ROUNDS):
+        for server in SERVERS:
+            summary = run(server, args)
+            if summary:
+                f = figures(summary, kind)
+                results[scenario][server].append(f)
+                print(f"{scenario} round {r + 1} {server}: {f}", file=sys.stderr, flush=True)
+
+
+def med(rows, key):
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v, digits=0):
+    if v is None:
+        return "-"
+    return f"{v:,.{digits}f}"
+
+
+print(f"\nMachine: {os.cpu_count()} cores ({open('/proc/cpuinfo').read().split('model name')[1].split(':')[1].splitlines()[0].strip()}); "
+      f"{ROUNDS} rounds x {SECONDS:.0f} s, medians; server on core 0, load on core 1.\n")
+print("| scenario | server | msg/s | server CPU s | msgs per server CPU-s | p99 µs | hibiki ratio |")
+print("|---|---|---|---|---|---|---|")
+ratios = {srv: [] for srv in SERVERS if srv != "hibiki"}
+for scenario in chosen:
+    kind = SCENARIOS[scenario][1]
+    base = med(results[scenario]["hibiki"], "value")
+    for server in SERVERS:
+        rows = results[scenario][server]
+        value = med(rows, "value")
+        ratio = "-"
+        if server != "hibiki" and base and value:
+            r = (value / base) if kind == "memory" else (base / value)
+            ratios[server].append(r)
+            ratio = f"{r:.2f}x"
+        if kind == "memory":
+            print(f"| {LABELS[scenario]} | {server} | {fmt(med(rows, 'rate'))} held | - | "
+                  f"{fmt(value)} B RSS per conn | - | {ratio} |")
+        else:
+            print(f"| {LABELS[scenario]} | {server} | {fmt(med(rows, 'rate'))} | {fmt(med(rows, 'cpu'), 2)} | "
+                  f"{fmt(value)} | {fmt(med(rows, 'p99'))} | {ratio} |")
+print()
+for server, rs in ratios.items():
+    if rs:
+        print(f"hibiki vs {server}: geometric mean {statistics.geometric_mean(rs):.2f}x over {len(rs)} scenarios "
+              f"(per server CPU-second; for idle, RSS per connection)")
