@@ -9,4 +9,4 @@ if [ -z "${AUTOBAHN_BUNDLE_DIR:-}" ] && [ -d "$TOOL/bundle" ]; then
 fi
 cargo build --release --quiet --example autobahn_client
 AUTOBAHN_CASES=${1:-*} AUTOBAHN_PORT=${AUTOBAHN_CLIENT_PORT:-9302} AUTOBAHN_AGENT=hibiki \
-  "$TOOL/run-client-suite.sh" target/release/examples/autobahn_client
+  "$TOOL/run-client-suite.sh" "${CARGO_TARGET_DIR:-target}/release/examples/autobahn_client"

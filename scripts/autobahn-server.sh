@@ -11,7 +11,7 @@ if [ -z "${AUTOBAHN_BUNDLE_DIR:-}" ] && [ -d "$TOOL/bundle" ]; then
   export AUTOBAHN_BUNDLE_DIR="$TOOL/bundle"
 fi
 cargo build --release --quiet --bin hibiki
-./target/release/hibiki serve --listen "127.0.0.1:$PORT" --threads 1 --max-message-size 16777216 \
+"${CARGO_TARGET_DIR:-target}/release/hibiki" serve --listen "127.0.0.1:$PORT" --threads 1 --max-message-size 16777216 \
   >"${TMPDIR:-/tmp}/hibiki-autobahn-server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT

@@ -9,10 +9,11 @@ import time
 
 ROUNDS = int(sys.argv[1])
 SECONDS = float(sys.argv[2])
-LOAD = "target/release/hibiki"
+TARGET = os.environ.get("CARGO_TARGET_DIR", "target")
+LOAD = f"{TARGET}/release/hibiki"
 PORT = 9400
 SERVERS = {
-    "hibiki": ["target/release/hibiki", "serve", "--threads", "1", "--listen", f"127.0.0.1:{PORT}",
+    "hibiki": [LOAD, "serve", "--threads", "1", "--listen", f"127.0.0.1:{PORT}",
                "--no-deflate", "--ping-interval", "0"],
     "fastwebsockets": ["benches/peers/target/release/fastwebsockets_server", f"127.0.0.1:{PORT}"],
     "tokio-tungstenite": ["benches/peers/target/release/tungstenite_server", f"127.0.0.1:{PORT}"],
