@@ -11,12 +11,13 @@ ROUNDS = int(sys.argv[1])
 SECONDS = float(sys.argv[2])
 TARGET = os.environ.get("CARGO_TARGET_DIR", "target")
 LOAD = f"{TARGET}/release/hibiki"
+PEERS = os.environ.get("CARGO_TARGET_DIR", "benches/peers/target")
 PORT = 9400
 SERVERS = {
     "hibiki": [LOAD, "serve", "--threads", "1", "--listen", f"127.0.0.1:{PORT}",
                "--no-deflate", "--ping-interval", "0"],
-    "fastwebsockets": ["benches/peers/target/release/fastwebsockets_server", f"127.0.0.1:{PORT}"],
-    "tokio-tungstenite": ["benches/peers/target/release/tungstenite_server", f"127.0.0.1:{PORT}"],
+    "fastwebsockets": [f"{PEERS}/release/fastwebsockets_server", f"127.0.0.1:{PORT}"],
+    "tokio-tungstenite": [f"{PEERS}/release/tungstenite_server", f"127.0.0.1:{PORT}"],
 }
 URL = f"ws://127.0.0.1:{PORT}"
 # name: (load arguments, what to compare)
