@@ -52,6 +52,7 @@
 //! ```
 
 mod ack;
+mod app;
 mod backoff;
 mod blocking;
 mod error;
@@ -60,6 +61,7 @@ mod reconnect;
 mod url;
 
 pub use ack::{AckTracker, Expired};
+pub use app::{AckError, AppClient};
 pub use backoff::Backoff;
 pub use blocking::{Client, ClientBuilder, Incoming};
 pub use error::ClientError;
