@@ -116,6 +116,90 @@ fn game_measures_tick_jitter() {
     server.shutdown();
 }
 
+fn tick_server() -> Running<ServeApp> {
+    Server::builder()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .threads(1)
+        .tick(Some(Duration::from_millis(16)))
+        .start(ServeApp::default())
+        .expect("server starts")
+}
+
+#[test]
+fn room_loses_nothing() {
+    let server = tick_server();
+    let mut config = config(Scenario::Room, server.local_addr(), "/ws");
+    config.connections = 20;
+    config.rate = Some(100.0);
+    config.server_pid = Some(std::process::id());
+    let summary = run_scenario(&config).expect("run");
+    assert_eq!(summary.connections.opened, 21, "20 subscribers and the publisher: {summary:#?}");
+    let r = summary.room.as_ref().unwrap();
+    assert_eq!((r.room.as_str(), r.joined, r.join_failed), ("chat:bench", 20, 0), "{summary:#?}");
+    let b = summary.broadcast.as_ref().unwrap();
+    // The publisher does not join and publishes with echo false: 20 members.
+    assert_eq!((b.members, b.self_deliveries), (20, 0));
+    assert!(b.published >= 100, "{b:?}");
+    assert_eq!(b.expected, b.published * 20);
+    assert_eq!(b.lost, 0, "{summary:#?}");
+    assert_eq!(b.delivered, b.expected);
+    let m = summary.messages.as_ref().unwrap();
+    assert!(m.per_sec > 0.0 && m.received > 0, "{summary:#?}");
+    assert_eq!((m.errors, m.payload), (0, 100));
+    let p = summary.latency.unwrap();
+    assert_eq!(p.count, m.received);
+    assert!(summary.usage.per_server_cpu_sec.is_some());
+    let table = summary.table();
+    assert!(table.contains("chat:bench · 20 joined") && table.contains("0 lost"), "{table}");
+    let json: serde_json::Value = serde_json::from_str(&summary.to_json()).unwrap();
+    assert_eq!(json["scenario"], "room");
+    assert_eq!(json["room"]["joined"], 20);
+    assert_eq!(json["broadcast"]["lost"], 0);
+    server.shutdown();
+}
+
+#[test]
+fn tick_measures_batches_and_late_ticks() {
+    let server = tick_server();
+    let mut config = config(Scenario::Tick, server.local_addr(), "/ws");
+    config.connections = 20;
+    config.tick_hz = 62.5;
+    let summary = run_scenario(&config).expect("run");
+    let r = summary.room.as_ref().unwrap();
+    assert_eq!((r.room.as_str(), r.joined), ("game:bench", 20), "{summary:#?}");
+    let batches = r.batches.unwrap();
+    assert!(batches > 0, "{summary:#?}");
+    let per = r.batches_per_sec_per_client.unwrap();
+    assert!(per > 10.0 && per < 100.0, "{summary:#?}");
+    // The in-process server answers /metrics.
+    assert!(r.late_ticks.is_some() && r.server_ticks.unwrap() > 0, "{summary:#?}");
+    let b = summary.broadcast.as_ref().unwrap();
+    assert_eq!((b.publishers, b.members), (1, 20));
+    assert!((60..=80).contains(&b.published), "{b:?}");
+    let p = summary.latency.unwrap();
+    assert!(p.count > 0 && p.p50 < 1_000_000, "{p:?}");
+    assert!(summary.jitter.unwrap().count > 0);
+    assert_eq!(summary.messages.as_ref().unwrap().errors, 0);
+    let table = summary.table();
+    assert!(table.contains("batch jitter µs") && table.contains("late ticks"), "{table}");
+    let json: serde_json::Value = serde_json::from_str(&summary.to_json()).unwrap();
+    assert!(json["room"]["batches"].as_u64().unwrap() > 0);
+    assert!(json["room"]["late_ticks"].is_u64());
+    server.shutdown();
+}
+
+#[test]
+fn room_joins_the_given_room() {
+    let server = server();
+    let mut config = config(Scenario::Room, server.local_addr(), "/ws");
+    config.connections = 3;
+    config.room = Some("chat:other".into());
+    let summary = run_scenario(&config).expect("run");
+    assert_eq!(summary.room.as_ref().unwrap().room, "chat:other");
+    assert!(summary.room.as_ref().unwrap().late_ticks.is_none(), "room does not read /metrics");
+    server.shutdown();
+}
+
 #[test]
 fn connect_counts_handshakes() {
     let server = server();

@@ -11,46 +11,56 @@ use super::{LoadConfig, Scenario, plot, procfs, run_scenario};
 ///
 /// Scenarios: `echo` (round trips, messages/s), `broadcast` (fan-out deliveries, losses),
 /// `game` (60 Hz ticks to many clients: jitter), `connect` (handshakes/s), `idle` (connections
-/// held, server memory per connection).
+/// held, server memory per connection), `room` (the app protocol on `/ws`: joined subscribers,
+/// publishers at a rate), `tick` (a tick room: batches, latency, jitter, the server's late
+/// ticks).
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "Examples:
   hibiki load echo --url ws://127.0.0.1:8080/echo -c 100 --in-flight 16 --server-pid $(pgrep -f 'hibiki serve')
   hibiki load broadcast -c 1000 --publishers 1 --rate 100
   hibiki load connect --concurrency 50 --duration 5 --json
-  hibiki load idle -c 10000 --duration 30 --server-pid 1234")]
+  hibiki load idle -c 10000 --duration 30 --server-pid 1234
+  hibiki load room -c 5000 --publishers 1 --rate 100 --payload 100
+  hibiki load tick -c 5000 --rate 60 --room game:bench")]
 pub struct LoadArgs {
     /// What to measure.
     #[arg(value_enum)]
     scenario: Scenario,
-    /// WebSocket URL [default: ws://127.0.0.1:8080/echo; /broadcast for broadcast and game].
+    /// WebSocket URL [default: ws://127.0.0.1:8080/echo; /broadcast for broadcast and game, /ws
+    /// for room and tick].
     #[arg(long, env = "HIBIKI_LOAD_URL")]
     url: Option<String>,
-    /// Connections (echo, idle), subscribers (broadcast) or clients (game).
+    /// Connections (echo, idle), subscribers (broadcast, room) or clients (game, tick).
     #[arg(short = 'c', long, default_value_t = 100)]
     connections: usize,
     /// Echo: messages outstanding per connection.
     #[arg(long, default_value_t = 1)]
     in_flight: usize,
-    /// Bytes per message (at least 16: send time and sequence number).
-    #[arg(long, default_value_t = 20)]
-    payload: usize,
+    /// Bytes per message (at least 16: send time and sequence number) [default: 20; room: 100,
+    /// tick: 64, the length of the published `data` string].
+    #[arg(long)]
+    payload: Option<usize>,
     /// Seconds measured.
     #[arg(short = 'd', long, default_value_t = 10.0)]
     duration: f64,
     /// Seconds of traffic before the measured window (not counted).
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
-    /// Echo: total messages/s (default: as fast as echoes return). Broadcast: messages/s per
-    /// publisher [default: 100].
+    /// Echo: total messages/s (default: as fast as echoes return). Broadcast, room: messages/s
+    /// per publisher [default: 100]. Tick: of the one publisher [default: 60].
     #[arg(long)]
     rate: Option<f64>,
-    /// Broadcast: publishing connections (each also receives its own messages).
+    /// Broadcast, room: publishing connections (broadcast: each also receives its own
+    /// messages; room: they publish with echo false and do not join).
     #[arg(long, default_value_t = 1)]
     publishers: usize,
+    /// Room, tick: the room to join and publish to [default: chat:bench; tick: game:bench].
+    #[arg(long)]
+    room: Option<String>,
     /// Connect: connections in progress at once.
     #[arg(long, default_value_t = 50)]
     concurrency: usize,
-    /// Game: ticks per second.
+    /// Game: ticks per second. Tick: the server's tick rate (for the batch jitter).
     #[arg(long, default_value_t = 60.0)]
     tick_hz: f64,
     /// Driver threads (each an event loop with its share of the connections).
@@ -91,11 +101,12 @@ impl LoadArgs {
         let mut config = LoadConfig::new(self.scenario, url);
         config.connections = self.connections;
         config.in_flight = self.in_flight;
-        config.payload = self.payload;
+        config.payload = self.payload.unwrap_or(self.scenario.default_payload());
         config.duration = secs(self.duration);
         config.warmup = secs(self.warmup);
         config.rate = self.rate;
         config.publishers = self.publishers;
+        config.room.clone_from(&self.room);
         config.concurrency = self.concurrency;
         config.tick_hz = self.tick_hz;
         config.threads = self.threads;
@@ -199,5 +210,11 @@ mod tests {
         assert!(Cli::try_parse_from(["load", "nope"]).is_err());
         let echo = Cli::try_parse_from(["load", "echo", "--url", "ws://h:1/x"]).unwrap().args.config();
         assert_eq!((echo.url.as_str(), echo.in_flight, echo.payload), ("ws://h:1/x", 1, 20));
+        let room =
+            Cli::try_parse_from(["load", "room", "-c", "5000", "--rate", "300"]).unwrap().args.config();
+        assert_eq!(room.url, "ws://127.0.0.1:8080/ws");
+        assert_eq!((room.room_name(), room.payload, room.slots()), ("chat:bench", 100, 5001));
+        let tick = Cli::try_parse_from(["load", "tick", "--room", "game:x"]).unwrap().args.config();
+        assert_eq!((tick.room_name(), tick.payload, tick.slots(), tick.rate), ("game:x", 64, 101, None));
     }
 }

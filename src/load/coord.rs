@@ -8,12 +8,15 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::driver::{Driver, DriverStats, Plan, Shared, Timeline};
 use super::report::{
-    BroadcastStats, ConnectStats, ConnectionStats, Curves, MemoryStats, MessageStats, Percentiles, Summary,
-    UsageStats, group, group_f,
+    BroadcastStats, ConnectStats, ConnectionStats, Curves, MemoryStats, MessageStats, Percentiles, RoomStats,
+    Summary, UsageStats, group, group_f,
 };
-use super::scenarios::{Broadcast, Connect, Echo, Idle, Tally};
+use super::scenarios::{App, AppPlan, Broadcast, Connect, Echo, Idle, Tally};
 use super::target::Target;
-use super::{LoadConfig, LoadError, Scenario, procfs};
+use super::{LoadConfig, LoadError, Scenario, procfs, scrape};
+
+/// How long a `/metrics` request may take.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What one driver thread hands back.
 type Part = Option<(DriverStats, Tally)>;
@@ -45,6 +48,7 @@ pub fn run_scenario(config: &LoadConfig) -> Result<Summary, LoadError> {
     };
     let rss_before = config.server_pid.and_then(procfs::rss_kib);
     let progress = Progress::new(config.progress, slots);
+    let metrics = (config.scenario == Scenario::Tick).then(|| (plan.target.addr, plan.target.host.clone()));
     let (parts, server) = thread::scope(|scope| {
         let mut handles = Vec::with_capacity(threads);
         for index in 0..threads {
@@ -57,7 +61,7 @@ pub fn run_scenario(config: &LoadConfig) -> Result<Summary, LoadError> {
                 Err(_) => shared.give_up(),
             }
         }
-        let server = watch(config, &shared, &handles, &progress);
+        let server = watch(config, &shared, &handles, &progress, metrics.as_ref());
         let parts: Vec<Part> = handles.into_iter().map(|h| h.join().ok().flatten()).collect();
         (parts, server)
     });
@@ -113,6 +117,18 @@ fn drive(index: usize, config: &LoadConfig, shared: &Shared, plan: &Plan) -> Par
         }
         Scenario::Connect => Driver::new(index, shared, plan, Connect).map(Driver::run),
         Scenario::Idle => Driver::new(index, shared, plan, Idle).map(Driver::run),
+        Scenario::Room | Scenario::Tick => {
+            let tick = config.scenario == Scenario::Tick;
+            let app = AppPlan {
+                room: config.room_name().to_string(),
+                publishers: if tick { 1 } else { config.publishers },
+                rate: config.rate.unwrap_or(config.scenario.default_rate()),
+                payload: config.payload,
+                tick_hz: tick.then_some(config.tick_hz),
+                settle: config.connect_timeout.as_nanos() as u64,
+            };
+            Driver::new(index, shared, plan, App::new(shared, &app)).map(Driver::run)
+        }
     };
     match result {
         Ok(part) => Some(part),
@@ -131,6 +147,9 @@ struct ServerSample {
     wait_start: Option<u64>,
     wait_end: Option<u64>,
     rss_after: Option<u64>,
+    /// Tick: `/metrics` at the start and the end of the window.
+    metrics_start: Option<String>,
+    metrics_end: Option<String>,
 }
 
 /// Shows progress until the drivers finish; samples the server when the window opens and
@@ -140,7 +159,9 @@ fn watch(
     shared: &Shared,
     handles: &[ScopedJoinHandle<'_, Part>],
     progress: &Progress,
+    metrics: Option<&(std::net::SocketAddr, String)>,
 ) -> ServerSample {
+    let scrape = || metrics.and_then(|(addr, host)| scrape::fetch(*addr, host, SCRAPE_TIMEOUT));
     let pid = config.server_pid;
     let mut sample = ServerSample::default();
     let (mut started, mut released) = (false, false);
@@ -160,6 +181,7 @@ fn watch(
                 if !started && now >= tl.measure {
                     sample.cpu_start = pid.and_then(procfs::process_cpu_ticks);
                     sample.wait_start = pid.and_then(procfs::process_cpu_wait_ns);
+                    sample.metrics_start = scrape();
                     started = true;
                 }
                 if !released && now >= tl.end {
@@ -167,6 +189,7 @@ fn watch(
                     sample.wait_end = pid.and_then(procfs::process_cpu_wait_ns);
                     sample.rss_after = pid.and_then(procfs::rss_kib);
                     shared.release();
+                    sample.metrics_end = scrape();
                     released = true;
                 }
                 let (opened, failed, received) = shared.progress();
@@ -258,7 +281,8 @@ fn summarize(
     let scenario = config.scenario;
     let seconds = config.duration.as_secs_f64();
     let ticks = procfs::ticks_per_second() as f64;
-    let broadcasting = matches!(scenario, Scenario::Broadcast | Scenario::Game);
+    let broadcasting =
+        matches!(scenario, Scenario::Broadcast | Scenario::Game | Scenario::Room | Scenario::Tick);
     let counted = match scenario {
         Scenario::Connect => stats.handshakes_measured,
         _ => tally.received,
@@ -282,21 +306,40 @@ fn summarize(
         rate_shortfall: tally.shortfall,
     });
     let broadcast = broadcasting.then(|| {
-        let expected = tally.sent * stats.members;
+        // Room, tick: publishers do not join and the joined subscribers are the members.
+        let members = if scenario.app() { tally.joined } else { stats.members };
+        let expected = tally.sent * members;
         let (publishers, rate) = match scenario {
             Scenario::Game => (1, config.tick_hz),
-            _ => (config.publishers, config.rate.unwrap_or(100.0)),
+            Scenario::Tick => (1, config.rate.unwrap_or(scenario.default_rate())),
+            _ => (config.publishers, config.rate.unwrap_or(scenario.default_rate())),
         };
         BroadcastStats {
             publishers,
             rate,
             published: tally.sent,
-            members: stats.members,
+            members,
             expected,
             delivered: tally.received_total,
             lost: expected.saturating_sub(tally.received_total),
             self_deliveries: tally.self_received,
         }
+    });
+    let tick = scenario == Scenario::Tick;
+    let sample = |name: &str| {
+        let at = |body: &Option<String>| body.as_deref().and_then(|b| scrape::value(b, name));
+        Some(at(&server.metrics_end)?.saturating_sub(at(&server.metrics_start)?))
+    };
+    let room = scenario.app().then(|| RoomStats {
+        room: config.room_name().to_string(),
+        joined: tally.joined,
+        join_failed: tally.join_failed,
+        tick_hz: tick.then_some(config.tick_hz),
+        batches: tick.then_some(tally.batches),
+        batches_per_sec_per_client: tick
+            .then(|| tally.batches as f64 / seconds.max(1e-9) / tally.joined.max(1) as f64),
+        server_ticks: sample("hibiki_ticks_total"),
+        late_ticks: sample("hibiki_late_ticks_total"),
     });
     let connect = (scenario == Scenario::Connect).then(|| ConnectStats {
         concurrency: config.concurrency,
@@ -314,7 +357,7 @@ fn summarize(
     };
     let curves = Curves {
         latency: scenario.sends_messages().then(|| tally.latency.clone()),
-        jitter: (scenario == Scenario::Game).then(|| tally.jitter.clone()),
+        jitter: matches!(scenario, Scenario::Game | Scenario::Tick).then(|| tally.jitter.clone()),
         handshake: Some(stats.handshake.clone()),
     };
     Summary {
@@ -334,6 +377,7 @@ fn summarize(
         },
         messages,
         broadcast,
+        room,
         connect,
         memory,
         latency: curves.latency.as_ref().and_then(Percentiles::of),

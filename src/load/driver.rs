@@ -181,6 +181,13 @@ pub(crate) trait Workload {
         let _ = (conns, key, now);
     }
 
+    /// Whether this thread's connections are ready for the run once open (room: every join
+    /// answered); asked while the thread sets up, until true.
+    fn settled(&mut self, now: u64) -> bool {
+        let _ = now;
+        true
+    }
+
     /// Every thread has its connections: traffic starts.
     fn start(&mut self, conns: &mut Conns<Self::Peer>, timeline: Timeline, now: u64) {
         let _ = (conns, timeline, now);
@@ -281,8 +288,17 @@ impl<P> Conns<P> {
     /// Frames `payload` as a binary message for `key`; it leaves at the end of the turn.
     /// Returns false when the connection is not open.
     pub(crate) fn send(&mut self, key: usize, payload: &[u8]) -> bool {
+        self.send_kind(key, MessageKind::Binary, payload)
+    }
+
+    /// Frames `payload` (UTF-8) as a text message for `key`, as [`send`](Self::send) does.
+    pub(crate) fn send_text(&mut self, key: usize, payload: &[u8]) -> bool {
+        self.send_kind(key, MessageKind::Text, payload)
+    }
+
+    fn send_kind(&mut self, key: usize, kind: MessageKind, payload: &[u8]) -> bool {
         let Some(conn) = self.slab.get_mut(key) else { return false };
-        if conn.state != State::Open || conn.ws.send(MessageKind::Binary, payload, &mut conn.out).is_err() {
+        if conn.state != State::Open || conn.ws.send(kind, payload, &mut conn.out).is_err() {
             return false;
         }
         if !conn.dirty {
@@ -508,7 +524,11 @@ impl<'a, W: Workload> Driver<'a, W> {
                 if !self.plan.recycle {
                     self.open_more(now);
                 }
-                if self.plan.recycle || (self.next_slot >= self.plan.slots && self.conns.pending == 0) {
+                if self.plan.recycle
+                    || (self.next_slot >= self.plan.slots
+                        && self.conns.pending == 0
+                        && self.work.settled(now))
+                {
                     self.become_ready(now);
                 }
             }

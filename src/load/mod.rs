@@ -10,7 +10,9 @@
 //!  cli       LoadArgs (clap) -> LoadConfig -> run_scenario -> Summary -> table | JSON | SVG
 //!  coord     threads, the shared timeline, progress bar, server CPU/RSS sampling
 //!  driver    per thread: Poll, connections (connect, handshake, frames, close), timers
-//!  scenarios echo · broadcast (and game) · connect · idle: what each connection sends
+//!  scenarios echo · broadcast (and game) · connect · idle · room (and tick): what each
+//!            connection sends
+//!  scrape    the server's /metrics (tick: late ticks)
 //! ```
 //!
 //! # Timeline
@@ -43,6 +45,7 @@ mod plot;
 mod procfs;
 mod report;
 mod scenarios;
+mod scrape;
 mod target;
 
 use std::fmt;
@@ -55,7 +58,7 @@ pub use coord::run_scenario;
 pub use plot::svg;
 pub use report::{
     BroadcastStats, ConnectStats, ConnectionStats, FailureCause, MemoryStats, MessageStats, Percentiles,
-    Summary, UsageStats,
+    RoomStats, Summary, UsageStats,
 };
 
 /// Which workload to run.
@@ -72,6 +75,12 @@ pub enum Scenario {
     Connect,
     /// Connections held open and silent: how many the server holds, and its memory per connection.
     Idle,
+    /// The app protocol on `/ws`: subscribers join a room, publishers (not members) publish
+    /// at a fixed rate with `echo: false`: deliveries/s, end-to-end latency, losses.
+    Room,
+    /// The app protocol on a tick room (`game:*`): clients joined, one publisher; batches per
+    /// tick, publish-to-batch latency, batch jitter, the server's late ticks.
+    Tick,
 }
 
 impl Scenario {
@@ -83,19 +92,53 @@ impl Scenario {
             Self::Game => "game",
             Self::Connect => "connect",
             Self::Idle => "idle",
+            Self::Room => "room",
+            Self::Tick => "tick",
         }
     }
 
     /// Whether this scenario sends stamped messages (and so needs a payload of 16 bytes or more).
     pub fn sends_messages(self) -> bool {
-        matches!(self, Self::Echo | Self::Broadcast | Self::Game)
+        matches!(self, Self::Echo | Self::Broadcast | Self::Game | Self::Room | Self::Tick)
     }
 
-    /// The URL used when none is given: `/broadcast` for broadcast and game, else `/echo`.
+    /// Whether this scenario speaks the app protocol (`/ws`): room and tick.
+    pub fn app(self) -> bool {
+        matches!(self, Self::Room | Self::Tick)
+    }
+
+    /// The URL used when none is given: `/broadcast` for broadcast and game, `/ws` for room
+    /// and tick, else `/echo`.
     pub fn default_url(self) -> &'static str {
         match self {
             Self::Broadcast | Self::Game => "ws://127.0.0.1:8080/broadcast",
+            Self::Room | Self::Tick => "ws://127.0.0.1:8080/ws",
             _ => "ws://127.0.0.1:8080/echo",
+        }
+    }
+
+    /// The room used when none is given: `chat:bench` for room, `game:bench` for tick.
+    pub fn default_room(self) -> &'static str {
+        match self {
+            Self::Tick => "game:bench",
+            _ => "chat:bench",
+        }
+    }
+
+    /// Bytes per message when none is given: 100 for room, 64 for tick, else 20.
+    pub fn default_payload(self) -> usize {
+        match self {
+            Self::Room => 100,
+            Self::Tick => 64,
+            _ => 20,
+        }
+    }
+
+    /// Messages per second per publisher when none is given (broadcast, room: 100; tick: 60).
+    pub fn default_rate(self) -> f64 {
+        match self {
+            Self::Tick | Self::Game => 60.0,
+            _ => 100.0,
         }
     }
 }
@@ -117,24 +160,31 @@ pub struct LoadConfig {
     pub scenario: Scenario,
     /// The `ws://` URL to connect to.
     pub url: String,
-    /// Connections (echo, idle), subscribers (broadcast) or clients (game). Default 100.
+    /// Connections (echo, idle), subscribers (broadcast, room) or clients (game, tick).
+    /// Default 100.
     pub connections: usize,
     /// Messages outstanding per echo connection. Default 1.
     pub in_flight: usize,
-    /// Bytes per message, at least [`MIN_PAYLOAD`]. Default 20.
+    /// Bytes per message, at least [`MIN_PAYLOAD`]. Default 20 (room: 100, tick: 64: the
+    /// length of the `data` string, stamp included).
     pub payload: usize,
     /// The measured window. Default 10 s.
     pub duration: Duration,
     /// Traffic before the measured window, not counted. Default 1 s.
     pub warmup: Duration,
     /// Echo: total messages/s over all connections (`None`: as fast as the answers come).
-    /// Broadcast: messages/s per publisher (`None`: 100).
+    /// Broadcast, room: messages/s per publisher (`None`: 100). Tick: of the one publisher
+    /// (`None`: 60).
     pub rate: Option<f64>,
-    /// Broadcast: publishing connections (they receive their own messages too). Default 1.
+    /// Broadcast, room: publishing connections (broadcast: they receive their own messages
+    /// too; room: they do not join). Default 1.
     pub publishers: usize,
+    /// Room, tick: the room to join and publish to (`None`: `chat:bench`, `game:bench`).
+    pub room: Option<String>,
     /// Connect: connections in progress at once. Default 50.
     pub concurrency: usize,
-    /// Game: ticks per second of the publisher. Default 60.
+    /// Game: ticks per second of the publisher. Tick: the server's tick rate (the period batch
+    /// jitter is measured against). Default 60.
     pub tick_hz: f64,
     /// Driver threads, each with its own event loop and share of the connections. Default 1.
     pub threads: usize,
@@ -158,11 +208,12 @@ impl LoadConfig {
             url: url.into(),
             connections: 100,
             in_flight: 1,
-            payload: 20,
+            payload: scenario.default_payload(),
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(1),
             rate: None,
             publishers: 1,
+            room: None,
             concurrency: 50,
             tick_hz: 60.0,
             threads: 1,
@@ -179,10 +230,15 @@ impl LoadConfig {
     pub fn slots(&self) -> usize {
         match self.scenario {
             Scenario::Echo | Scenario::Idle => self.connections,
-            Scenario::Broadcast => self.connections + self.publishers,
-            Scenario::Game => self.connections + 1,
+            Scenario::Broadcast | Scenario::Room => self.connections + self.publishers,
+            Scenario::Game | Scenario::Tick => self.connections + 1,
             Scenario::Connect => self.concurrency,
         }
+    }
+
+    /// The room of a room or tick run: [`room`](Self::room), or the scenario's default.
+    pub fn room_name(&self) -> &str {
+        self.room.as_deref().unwrap_or(self.scenario.default_room())
     }
 
     /// Checks the values that cannot work together.
@@ -201,11 +257,14 @@ impl LoadConfig {
         if self.scenario == Scenario::Connect && self.concurrency == 0 {
             return bad("--concurrency must be at least 1");
         }
-        if self.scenario == Scenario::Broadcast && self.publishers == 0 {
+        if matches!(self.scenario, Scenario::Broadcast | Scenario::Room) && self.publishers == 0 {
             return bad("--publishers must be at least 1");
         }
         if self.in_flight == 0 || self.in_flight > u32::MAX as usize {
             return bad("--in-flight must be at least 1");
+        }
+        if self.room.as_ref().is_some_and(String::is_empty) {
+            return bad("--room must not be empty");
         }
         if self.duration.is_zero() {
             return bad("--duration must be positive");

@@ -146,14 +146,14 @@ pub struct ConnectionStats {
     pub failures: BTreeMap<FailureCause, u64>,
 }
 
-/// Messages of the echo, broadcast and game scenarios.
+/// Messages of the echo, broadcast, game, room and tick scenarios.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct MessageStats {
     /// Payload bytes per message.
     pub payload: usize,
     /// Messages sent during the run (warmup included).
     pub sent: u64,
-    /// Echo: round trips completed in the window. Broadcast, game: deliveries in the window.
+    /// Echo: round trips completed in the window. Others: deliveries in the window.
     pub received: u64,
     /// `received` per second of the window.
     pub per_sec: f64,
@@ -165,7 +165,7 @@ pub struct MessageStats {
     pub rate_shortfall: u64,
 }
 
-/// Deliveries of the broadcast and game scenarios.
+/// Deliveries of the broadcast, game, room and tick scenarios.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct BroadcastStats {
     /// Publishing connections.
@@ -175,16 +175,44 @@ pub struct BroadcastStats {
     /// Messages published (warmup included).
     pub published: u64,
     /// Connections on the broadcast when publishing started (subscribers and publishers:
-    /// publishers receive their own messages).
+    /// publishers receive their own messages). Room, tick: the joined subscribers only.
     pub members: u64,
     /// `published × members`.
     pub expected: u64,
     /// Deliveries received, during the run and the drain.
     pub delivered: u64,
-    /// `expected - delivered` (game: missed ticks).
+    /// `expected - delivered` (game: missed ticks; tick: lost, or replaced by a newer message
+    /// with the same key).
     pub lost: u64,
     /// Deliveries in the window that were a publisher's own message.
     pub self_deliveries: u64,
+}
+
+/// The room and tick scenarios: the room, its members, and (tick) batches and server ticks.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RoomStats {
+    /// The room joined and published to.
+    pub room: String,
+    /// Subscribers whose join was acked before publishing started (the members counted).
+    pub joined: u64,
+    /// Subscribers refused, or not answered before publishing started.
+    pub join_failed: u64,
+    /// Tick: the server's tick rate the jitter is measured against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tick_hz: Option<f64>,
+    /// Tick: `batch` frames received in the window, over all clients.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batches: Option<u64>,
+    /// Tick: batches per second per client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batches_per_sec_per_client: Option<f64>,
+    /// Tick: the server's ticks in the window (`hibiki_ticks_total` of `/metrics`; `None`:
+    /// unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_ticks: Option<u64>,
+    /// Tick: the server's late ticks in the window (`hibiki_late_ticks_total`; `None`: the
+    /// server did not answer `/metrics`).
+    pub late_ticks: Option<u64>,
 }
 
 /// The connect scenario.
@@ -279,6 +307,9 @@ pub struct Summary {
     /// Broadcast and game deliveries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broadcast: Option<BroadcastStats>,
+    /// Room and tick: the room, joins, batches and late ticks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room: Option<RoomStats>,
     /// Connect rate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connect: Option<ConnectStats>,
@@ -288,7 +319,8 @@ pub struct Summary {
     /// Round-trip (echo) or end-to-end (broadcast, game) latency in the window, µs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency: Option<Percentiles>,
-    /// Game: |tick inter-arrival − tick period| at each client, µs.
+    /// Game: |tick inter-arrival − tick period| at each client, µs. Tick: |batch
+    /// inter-arrival − the nearest whole number of tick periods| (empty ticks send nothing).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jitter: Option<Percentiles>,
     /// Time from starting the TCP connect to the 101 response, µs.
@@ -405,8 +437,35 @@ impl Summary {
                 group(b.expected),
                 group(b.delivered),
                 group(b.lost),
-                if self.scenario == Scenario::Game { "missed ticks" } else { "lost" }
+                match self.scenario {
+                    Scenario::Game => "missed ticks",
+                    Scenario::Tick => "lost or replaced",
+                    _ => "lost",
+                }
             )?;
+        }
+        if let Some(r) = &self.room {
+            write!(
+                t,
+                "  {:<16}{} · {} joined · {} join failures",
+                "room",
+                r.room,
+                group(r.joined),
+                group(r.join_failed)
+            )?;
+            if let (Some(batches), Some(per)) = (r.batches, r.batches_per_sec_per_client) {
+                write!(t, " · {} batches · {}/s per client", group(batches), group_f(per))?;
+            }
+            if self.scenario == Scenario::Tick {
+                match (r.late_ticks, r.server_ticks) {
+                    (Some(late), Some(ticks)) => {
+                        write!(t, " · {} late ticks of {}", group(late), group(ticks))?;
+                    }
+                    (Some(late), None) => write!(t, " · {} late ticks", group(late))?,
+                    (None, _) => write!(t, " · late ticks unknown (no /metrics)")?,
+                }
+            }
+            writeln!(t)?;
         }
         if let Some(k) = &self.connect {
             writeln!(
@@ -419,8 +478,8 @@ impl Summary {
             )?;
         }
         let label = if self.scenario == Scenario::Echo { "round trip µs" } else { "latency µs" };
-        for (name, p) in
-            [(label, &self.latency), ("tick jitter µs", &self.jitter), ("handshake µs", &self.handshake)]
+        let jitter = if self.scenario == Scenario::Tick { "batch jitter µs" } else { "tick jitter µs" };
+        for (name, p) in [(label, &self.latency), (jitter, &self.jitter), ("handshake µs", &self.handshake)]
         {
             if let Some(p) = p {
                 writeln!(

@@ -6,6 +6,7 @@ mod broadcast;
 mod connect;
 mod echo;
 mod idle;
+mod room;
 
 use hdrhistogram::Histogram;
 
@@ -13,6 +14,7 @@ pub(crate) use broadcast::Broadcast;
 pub(crate) use connect::Connect;
 pub(crate) use echo::Echo;
 pub(crate) use idle::Idle;
+pub(crate) use room::{App, AppPlan};
 
 /// A histogram of microseconds from 1 µs to 60 s at 3 significant digits.
 pub(crate) fn histogram() -> Histogram<u64> {
@@ -57,8 +59,14 @@ pub(crate) struct Tally {
     pub(crate) shortfall: u64,
     /// Latency in the window, µs.
     pub(crate) latency: Histogram<u64>,
-    /// Game: tick jitter in the window, µs.
+    /// Game, tick: tick jitter in the window, µs.
     pub(crate) jitter: Histogram<u64>,
+    /// Room, tick: subscribers whose join was acked before the run started.
+    pub(crate) joined: u64,
+    /// Room, tick: subscribers refused, or not answered before the run started.
+    pub(crate) join_failed: u64,
+    /// Tick: batches received in the window.
+    pub(crate) batches: u64,
 }
 
 impl Tally {
@@ -73,6 +81,9 @@ impl Tally {
             shortfall: 0,
             latency: histogram(),
             jitter: histogram(),
+            joined: 0,
+            join_failed: 0,
+            batches: 0,
         }
     }
 
@@ -84,6 +95,9 @@ impl Tally {
         self.errors += other.errors;
         self.unanswered += other.unanswered;
         self.shortfall += other.shortfall;
+        self.joined += other.joined;
+        self.join_failed += other.join_failed;
+        self.batches += other.batches;
         let _ = self.latency.add(&other.latency);
         let _ = self.jitter.add(&other.jitter);
     }

@@ -1,0 +1,403 @@
+//! Room and tick: the app protocol of `hibiki serve` on `/ws` (JSON envelopes in text frames).
+//!
+//! Subscribers send `join` (with an `id`) when they open and count as members once the `ack`
+//! says `ok`; the run starts when every subscriber has its answer (or none came for the
+//! settle time). Publishers do not join: they send `publish` with `"echo": false`, whose
+//! `data` is a string of `payload` bytes starting with `t=SEND_NS;s=SEQ;` (send time since the
+//! run started, sequence number `publisher << 40 | count`) and padded with `x`.
+//!
+//! Receivers do not parse JSON: the envelope's type is its first bytes (`{"type":"message"`,
+//! `{"type":"batch"`, `{"type":"ack"`), and each delivery is found by its `"t=` marker. In a
+//! tick room a member gets one `batch` per tick holding any number of messages: each message's
+//! latency is measured to the batch's arrival, and the batch's inter-arrival time against the
+//! tick period gives the jitter. Half the tick publishes carry `"key":"pos"`, so the server
+//! may replace an unsent one with a newer one.
+
+use std::io::Write as _;
+use std::sync::atomic::Ordering;
+
+use super::super::driver::{Conns, Shared, Timeline, Workload};
+use super::Tally;
+
+const PUBLISHER_SHIFT: u32 = 40;
+/// Most catch-up sends of one publisher in one turn, if the loop fell behind its schedule.
+const MAX_BURST: u32 = 1000;
+
+const MESSAGE: &[u8] = b"{\"type\":\"message\"";
+const BATCH: &[u8] = b"{\"type\":\"batch\"";
+const ACK: &[u8] = b"{\"type\":\"ack\"";
+const ERROR: &[u8] = b"{\"type\":\"error\"";
+const MARKER: &[u8] = b"\"t=";
+
+/// Where a connection stands with its room.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Join {
+    /// A publisher: never joins.
+    Publisher,
+    /// `join` sent, no answer yet.
+    Waiting,
+    /// Acked before the run started: a member, counted.
+    Joined,
+    /// Refused, or acked only after the run started: not counted.
+    Out,
+}
+
+/// Per-connection state.
+#[derive(Debug)]
+pub(crate) struct AppPeer {
+    join: Join,
+    publisher: Option<u64>,
+    /// Tick: when the previous batch arrived.
+    last_batch: u64,
+}
+
+#[derive(Debug)]
+struct Publisher {
+    key: usize,
+    id: u64,
+    sent: u64,
+    /// Offset of this publisher's schedule, spreading the publishers over one period.
+    offset: f64,
+    alive: bool,
+}
+
+/// What a room (or tick) run is, for every thread.
+#[derive(Clone, Debug)]
+pub(crate) struct AppPlan {
+    /// The room joined and published to.
+    pub(crate) room: String,
+    /// Publishing connections in all (the first slots).
+    pub(crate) publishers: usize,
+    /// Messages per second per publisher.
+    pub(crate) rate: f64,
+    /// Bytes of each message's `data` string.
+    pub(crate) payload: usize,
+    /// Tick room: the server's ticks per second (`None`: a plain room).
+    pub(crate) tick_hz: Option<f64>,
+    /// How long to wait without any join answer before starting anyway, ns.
+    pub(crate) settle: u64,
+}
+
+/// The room or tick workload of one thread.
+#[derive(Debug)]
+pub(crate) struct App<'a> {
+    shared: &'a Shared,
+    publishers: usize,
+    /// Nanoseconds between two messages of one publisher.
+    period: f64,
+    /// Tick: nanoseconds between two server ticks.
+    tick_period: Option<f64>,
+    payload: usize,
+    join: Vec<u8>,
+    head: Vec<u8>,
+    head_keyed: Vec<u8>,
+    buf: Vec<u8>,
+    pubs: Vec<Publisher>,
+    timeline: Option<Timeline>,
+    sending: bool,
+    /// Subscribers of this thread waiting for their join answer.
+    waiting: u64,
+    /// Subscribers acked ok (before the start).
+    joined: u64,
+    /// Subscribers refused.
+    refused: u64,
+    /// Last join sent or answered, for the settle time.
+    last_progress: u64,
+    settle: u64,
+    published: u64,
+    tally: Tally,
+}
+
+impl<'a> App<'a> {
+    pub(crate) fn new(shared: &'a Shared, plan: &AppPlan) -> Self {
+        let room = serde_json::to_string(&plan.room).unwrap_or_else(|_| "\"\"".into());
+        let join = format!(r#"{{"type":"join","id":1,"payload":{{"room":{room}}}}}"#).into_bytes();
+        let head = format!(r#"{{"type":"publish","payload":{{"room":{room},"echo":false,"data":""#);
+        let head_keyed =
+            format!(r#"{{"type":"publish","payload":{{"room":{room},"echo":false,"key":"pos","data":""#);
+        Self {
+            shared,
+            publishers: plan.publishers,
+            period: 1e9 / plan.rate,
+            tick_period: plan.tick_hz.map(|hz| 1e9 / hz),
+            payload: plan.payload,
+            join,
+            head: head.into_bytes(),
+            head_keyed: head_keyed.into_bytes(),
+            buf: Vec::with_capacity(plan.payload + 128),
+            pubs: Vec::new(),
+            timeline: None,
+            sending: false,
+            waiting: 0,
+            joined: 0,
+            refused: 0,
+            last_progress: 0,
+            settle: plan.settle,
+            published: 0,
+            tally: Tally::new(),
+        }
+    }
+
+    fn due(&self, publisher: &Publisher, start: u64) -> u64 {
+        start + (publisher.offset + publisher.sent as f64 * self.period) as u64
+    }
+
+    /// The publish envelope for `seq`, stamped `now`, in `self.buf`.
+    fn envelope(&mut self, now: u64, seq: u64, keyed: bool) {
+        self.buf.clear();
+        self.buf.extend_from_slice(if keyed { &self.head_keyed } else { &self.head });
+        let start = self.buf.len();
+        let _ = write!(self.buf, "t={now};s={seq};");
+        let pad = self.payload.saturating_sub(self.buf.len() - start);
+        self.buf.resize(self.buf.len() + pad, b'x');
+        self.buf.extend_from_slice(b"\"}}");
+    }
+
+    /// Counts the deliveries stamped in `body`, received at `now`.
+    fn deliveries(&mut self, body: &[u8], now: u64) {
+        let measuring = self.timeline.is_some_and(|tl| tl.measuring(now));
+        let mut rest = body;
+        while let Some(at) = find(rest, MARKER) {
+            rest = &rest[at + MARKER.len()..];
+            let Some((sent_at, seq)) = parse_stamp(rest) else {
+                self.tally.errors += 1;
+                continue;
+            };
+            if seq >> PUBLISHER_SHIFT >= self.publishers as u64 {
+                self.tally.errors += 1;
+                continue;
+            }
+            self.tally.received_total += 1;
+            if measuring {
+                self.tally.received += 1;
+                self.tally.latency.saturating_record(now.saturating_sub(sent_at) / 1000);
+            }
+        }
+    }
+}
+
+/// Where `needle` first occurs in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let first = *needle.first()?;
+    let mut from = 0;
+    while let Some(i) = hay.get(from..)?.iter().position(|&b| b == first) {
+        let at = from + i;
+        if hay.get(at..at + needle.len())? == needle {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// `SEND_NS;s=SEQ;` (what follows a `t=` marker) as (send time, seq).
+fn parse_stamp(s: &[u8]) -> Option<(u64, u64)> {
+    let (sent_at, rest) = digits(s)?;
+    let rest = rest.strip_prefix(b";s=")?;
+    let (seq, rest) = digits(rest)?;
+    rest.starts_with(b";").then_some((sent_at, seq))
+}
+
+fn digits(s: &[u8]) -> Option<(u64, &[u8])> {
+    let n = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    if n == 0 || n > 19 {
+        return None;
+    }
+    let value = s[..n].iter().fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'));
+    Some((value, &s[n..]))
+}
+
+impl Workload for App<'_> {
+    type Peer = AppPeer;
+
+    fn peer(&mut self, slot: usize) -> AppPeer {
+        let publisher = (slot < self.publishers).then_some(slot as u64);
+        let join = if publisher.is_some() { Join::Publisher } else { Join::Waiting };
+        AppPeer { join, publisher, last_batch: 0 }
+    }
+
+    fn on_open(&mut self, conns: &mut Conns<AppPeer>, key: usize, now: u64) {
+        self.last_progress = now;
+        match conns.peer_mut(key).and_then(|p| p.publisher) {
+            Some(id) => {
+                let offset = id as f64 * self.period / self.publishers as f64;
+                self.pubs.push(Publisher { key, id, sent: 0, offset, alive: true });
+            }
+            None => {
+                if conns.send_text(key, &self.join) {
+                    self.waiting += 1;
+                } else if let Some(peer) = conns.peer_mut(key) {
+                    peer.join = Join::Out;
+                    self.refused += 1;
+                }
+            }
+        }
+    }
+
+    fn settled(&mut self, now: u64) -> bool {
+        self.waiting == 0 || now.saturating_sub(self.last_progress) > self.settle
+    }
+
+    fn start(&mut self, _conns: &mut Conns<AppPeer>, timeline: Timeline, _now: u64) {
+        self.timeline = Some(timeline);
+        self.sending = true;
+        self.tally.joined = self.joined;
+        self.tally.join_failed = self.refused + self.waiting;
+    }
+
+    fn on_message(&mut self, conns: &mut Conns<AppPeer>, key: usize, payload: &[u8], now: u64) {
+        let Some(peer) = conns.peer_mut(key) else { return };
+        match peer.join {
+            Join::Joined => {}
+            Join::Waiting => {
+                if payload.starts_with(ACK) {
+                    self.waiting -= 1;
+                    self.last_progress = now;
+                    if self.timeline.is_none() && find(payload, b"\"ok\":true").is_some() {
+                        peer.join = Join::Joined;
+                        self.joined += 1;
+                    } else {
+                        peer.join = Join::Out;
+                        if self.timeline.is_none() {
+                            self.refused += 1;
+                        }
+                    }
+                }
+                return;
+            }
+            Join::Publisher => {
+                if payload.starts_with(ERROR) {
+                    self.tally.errors += 1;
+                }
+                return;
+            }
+            Join::Out => return,
+        }
+        match self.tick_period {
+            None if payload.starts_with(MESSAGE) => self.deliveries(payload, now),
+            Some(period) if payload.starts_with(BATCH) => {
+                if let Some(tl) = self.timeline {
+                    if tl.measuring(now) {
+                        self.tally.batches += 1;
+                        if peer.last_batch != 0 {
+                            // Empty ticks send nothing: compare with the nearest whole number
+                            // of periods.
+                            let gap = (now - peer.last_batch) as f64;
+                            let ticks = (gap / period).round().max(1.0);
+                            let jitter = (gap - ticks * period).abs();
+                            self.tally.jitter.saturating_record((jitter / 1000.0) as u64);
+                        }
+                    }
+                    peer.last_batch = now;
+                }
+                self.deliveries(payload, now);
+            }
+            _ if payload.starts_with(ERROR) => self.tally.errors += 1,
+            // Presence, user_joined and the like.
+            _ => {}
+        }
+    }
+
+    fn on_lost(&mut self, key: usize, peer: &AppPeer) {
+        if peer.join == Join::Waiting {
+            self.waiting -= 1;
+            if self.timeline.is_none() {
+                self.refused += 1;
+            }
+        }
+        for publisher in &mut self.pubs {
+            if publisher.key == key {
+                publisher.alive = false;
+            }
+        }
+    }
+
+    fn on_tick(&mut self, conns: &mut Conns<AppPeer>, now: u64) -> Option<u64> {
+        let timeline = self.timeline?;
+        if !self.sending {
+            return None;
+        }
+        let tick = self.tick_period.is_some();
+        let mut next = u64::MAX;
+        let mut pubs = std::mem::take(&mut self.pubs);
+        for publisher in pubs.iter_mut().filter(|p| p.alive) {
+            let mut burst = 0;
+            while self.due(publisher, timeline.start) <= now && burst < MAX_BURST {
+                let seq = publisher.id << PUBLISHER_SHIFT | publisher.sent;
+                self.envelope(now, seq, tick && publisher.sent % 2 == 0);
+                if !conns.send_text(publisher.key, &self.buf) {
+                    publisher.alive = false;
+                    break;
+                }
+                publisher.sent += 1;
+                self.published += 1;
+                burst += 1;
+            }
+            if publisher.alive {
+                next = next.min(self.due(publisher, timeline.start));
+            }
+        }
+        self.pubs = pubs;
+        (next != u64::MAX).then_some(next)
+    }
+
+    fn stop(&mut self, _now: u64) {
+        self.sending = false;
+        self.shared.published.fetch_add(self.published, Ordering::AcqRel);
+        self.shared.publish_done.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn drained(&self) -> bool {
+        self.shared.publish_done.load(Ordering::Acquire) == self.shared.threads
+            && self.tally.received_total >= self.shared.published.load(Ordering::Acquire) * self.tally.joined
+    }
+
+    fn received(&self) -> u64 {
+        self.tally.received
+    }
+
+    fn finish(mut self) -> Tally {
+        self.tally.sent = self.published;
+        self.tally
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn publishes_and_reads_stamps() {
+        let shared = Shared::new(1, Duration::ZERO, Duration::from_secs(1));
+        let plan = AppPlan {
+            room: "chat:bench".into(),
+            publishers: 2,
+            rate: 10.0,
+            payload: 40,
+            tick_hz: None,
+            settle: 1,
+        };
+        let mut app = App::new(&shared, &plan);
+        app.envelope(123_456_789, 1 << PUBLISHER_SHIFT | 42, true);
+        let text = std::str::from_utf8(&app.buf).unwrap();
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(value["payload"]["room"], "chat:bench");
+        assert_eq!(value["payload"]["echo"], false);
+        assert_eq!(value["payload"]["key"], "pos");
+        let data = value["payload"]["data"].as_str().unwrap();
+        assert_eq!(data.len(), 40);
+        assert!(data.starts_with("t=123456789;s=1099511627818;xx"), "{data}");
+        // As the server sends it, twice in a batch.
+        let message = format!(r#"{{"type":"message","payload":{{"room":"chat:bench","data":"{data}"}}}}"#);
+        app.deliveries(format!(r#"{{"type":"batch","payload":[{message},{message}]}}"#).as_bytes(), 1);
+        assert_eq!((app.tally.received_total, app.tally.errors), (2, 0));
+        app.deliveries(br#"{"data":"t=12;s=99999999999999;"}"#, 1);
+        app.deliveries(br#"{"data":"t=12;q"}"#, 1);
+        assert_eq!((app.tally.received_total, app.tally.errors), (2, 2));
+        assert_eq!(parse_stamp(b"5;s=7;x"), Some((5, 7)));
+        assert_eq!(find(b"abc\"t=", MARKER), Some(3));
+        assert_eq!(find(b"\"t", MARKER), None);
+    }
+}
