@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 use crate::app::auth::Identity;
 use crate::app::envelope::{self, Encoding, MessageId, Outgoing, decode, now_ms};
+use crate::proto::CloseCode;
 use crate::reactor::{ConnId, Message, Outbox};
 use broadcast::{Broadcast, Variant, batch_body, ws_frame};
 use room::{Registry, Resume};
@@ -662,8 +663,10 @@ impl Hub {
             }
             for member in &mut room.members {
                 if member.backlog.len() > TICK_BACKLOG {
-                    member.backlog.clear();
-                    member.backlog.shrink_to_fit();
+                    // Messages are never dropped silently: a member this far behind is closed
+                    // as a slow consumer (its reconnect can resume from history).
+                    member.backlog = Vec::new();
+                    out.close(member.conn, CloseCode::POLICY_VIOLATION, "slow consumer");
                 }
             }
         }

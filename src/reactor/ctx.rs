@@ -227,6 +227,11 @@ impl<C: Send + 'static> Outbox<'_, C> {
         self.core.is_compressed(id)
     }
 
+    /// As [`WorkerCtx::close`].
+    pub fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) -> bool {
+        self.core.close(id, code, reason)
+    }
+
     /// The soft outbound budget: past it a connection is backpressured.
     pub fn soft_limit(&self) -> usize {
         self.core.config.soft_outbound_limit
