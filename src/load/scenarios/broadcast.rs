@@ -9,11 +9,8 @@
 use std::sync::atomic::Ordering;
 
 use super::super::driver::{Conns, Shared, Timeline, Workload};
+use super::pacer::{PUBLISHER_SHIFT, Pacer};
 use super::{Tally, read_stamp, stamp, template};
-
-const PUBLISHER_SHIFT: u32 = 40;
-/// Most catch-up sends of one publisher in one turn, if the loop fell behind its schedule.
-const MAX_BURST: u32 = 1000;
 
 /// Per-connection state.
 #[derive(Debug)]
@@ -24,26 +21,14 @@ pub(crate) struct Member {
     last_arrival: u64,
 }
 
-#[derive(Debug)]
-struct Publisher {
-    key: usize,
-    id: u64,
-    sent: u64,
-    /// Offset of this publisher's schedule, spreading the publishers over one period.
-    offset: f64,
-    alive: bool,
-}
-
 /// The broadcast (or game) workload of one thread.
 #[derive(Debug)]
 pub(crate) struct Broadcast<'a> {
     shared: &'a Shared,
     publishers: usize,
-    /// Nanoseconds between two messages of one publisher.
-    period: f64,
     game: bool,
     payload: Vec<u8>,
-    pubs: Vec<Publisher>,
+    pacer: Pacer,
     timeline: Option<Timeline>,
     sending: bool,
     /// Open connections of this thread.
@@ -58,20 +43,15 @@ impl<'a> Broadcast<'a> {
         Self {
             shared,
             publishers,
-            period: 1e9 / rate,
             game,
             payload: template(payload),
-            pubs: Vec::new(),
+            pacer: Pacer::new(publishers, rate),
             timeline: None,
             sending: false,
             members: 0,
             published: 0,
             tally: Tally::new(),
         }
-    }
-
-    fn due(&self, publisher: &Publisher, start: u64) -> u64 {
-        start + (publisher.offset + publisher.sent as f64 * self.period) as u64
     }
 }
 
@@ -85,8 +65,7 @@ impl Workload for Broadcast<'_> {
     fn on_open(&mut self, conns: &mut Conns<Member>, key: usize, _now: u64) {
         self.members += 1;
         if let Some(id) = conns.peer_mut(key).and_then(|m| m.publisher) {
-            let offset = id as f64 * self.period / self.publishers as f64;
-            self.pubs.push(Publisher { key, id, sent: 0, offset, alive: true });
+            self.pacer.add(key, id);
         }
     }
 
@@ -113,7 +92,7 @@ impl Workload for Broadcast<'_> {
         if self.game {
             if measuring && member.last_arrival != 0 {
                 let gap = now - member.last_arrival;
-                let jitter = (gap as f64 - self.period).abs();
+                let jitter = (gap as f64 - self.pacer.period()).abs();
                 self.tally.jitter.saturating_record((jitter / 1000.0) as u64);
             }
             member.last_arrival = now;
@@ -129,11 +108,7 @@ impl Workload for Broadcast<'_> {
 
     fn on_lost(&mut self, key: usize, _peer: &Member) {
         self.members -= 1;
-        for publisher in &mut self.pubs {
-            if publisher.key == key {
-                publisher.alive = false;
-            }
-        }
+        self.pacer.lost(key);
     }
 
     fn on_tick(&mut self, conns: &mut Conns<Member>, now: u64) -> Option<u64> {
@@ -141,27 +116,13 @@ impl Workload for Broadcast<'_> {
         if !self.sending {
             return None;
         }
-        let mut next = u64::MAX;
-        let mut pubs = std::mem::take(&mut self.pubs);
-        for publisher in pubs.iter_mut().filter(|p| p.alive) {
-            let mut burst = 0;
-            while self.due(publisher, timeline.start) <= now && burst < MAX_BURST {
-                let seq = publisher.id << PUBLISHER_SHIFT | publisher.sent;
-                stamp(&mut self.payload, now, seq);
-                if !conns.send(publisher.key, &self.payload) {
-                    publisher.alive = false;
-                    break;
-                }
-                publisher.sent += 1;
-                self.published += 1;
-                burst += 1;
-            }
-            if publisher.alive {
-                next = next.min(self.due(publisher, timeline.start));
-            }
-        }
-        self.pubs = pubs;
-        (next != u64::MAX).then_some(next)
+        let payload = &mut self.payload;
+        let (sent, next) = self.pacer.run(timeline.start, now, |key, seq| {
+            stamp(payload, now, seq);
+            conns.send(key, payload)
+        });
+        self.published += sent;
+        next
     }
 
     fn stop(&mut self, _now: u64) {

@@ -6,6 +6,7 @@ mod broadcast;
 mod connect;
 mod echo;
 mod idle;
+mod pacer;
 mod room;
 
 use hdrhistogram::Histogram;

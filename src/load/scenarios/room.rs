@@ -18,10 +18,7 @@ use std::sync::atomic::Ordering;
 
 use super::super::driver::{Conns, Shared, Timeline, Workload};
 use super::Tally;
-
-const PUBLISHER_SHIFT: u32 = 40;
-/// Most catch-up sends of one publisher in one turn, if the loop fell behind its schedule.
-const MAX_BURST: u32 = 1000;
+use super::pacer::{PUBLISHER_SHIFT, Pacer};
 
 const MESSAGE: &[u8] = b"{\"type\":\"message\"";
 const BATCH: &[u8] = b"{\"type\":\"batch\"";
@@ -51,16 +48,6 @@ pub(crate) struct AppPeer {
     last_batch: u64,
 }
 
-#[derive(Debug)]
-struct Publisher {
-    key: usize,
-    id: u64,
-    sent: u64,
-    /// Offset of this publisher's schedule, spreading the publishers over one period.
-    offset: f64,
-    alive: bool,
-}
-
 /// What a room (or tick) run is, for every thread.
 #[derive(Clone, Debug)]
 pub(crate) struct AppPlan {
@@ -83,8 +70,6 @@ pub(crate) struct AppPlan {
 pub(crate) struct App<'a> {
     shared: &'a Shared,
     publishers: usize,
-    /// Nanoseconds between two messages of one publisher.
-    period: f64,
     /// Tick: nanoseconds between two server ticks.
     tick_period: Option<f64>,
     payload: usize,
@@ -92,7 +77,7 @@ pub(crate) struct App<'a> {
     head: Vec<u8>,
     head_keyed: Vec<u8>,
     buf: Vec<u8>,
-    pubs: Vec<Publisher>,
+    pacer: Pacer,
     timeline: Option<Timeline>,
     sending: bool,
     /// Subscribers of this thread waiting for their join answer.
@@ -118,14 +103,13 @@ impl<'a> App<'a> {
         Self {
             shared,
             publishers: plan.publishers,
-            period: 1e9 / plan.rate,
             tick_period: plan.tick_hz.map(|hz| 1e9 / hz),
             payload: plan.payload,
             join,
             head: head.into_bytes(),
             head_keyed: head_keyed.into_bytes(),
             buf: Vec::with_capacity(plan.payload + 128),
-            pubs: Vec::new(),
+            pacer: Pacer::new(plan.publishers, plan.rate),
             timeline: None,
             sending: false,
             waiting: 0,
@@ -138,19 +122,11 @@ impl<'a> App<'a> {
         }
     }
 
-    fn due(&self, publisher: &Publisher, start: u64) -> u64 {
-        start + (publisher.offset + publisher.sent as f64 * self.period) as u64
-    }
-
     /// The publish envelope for `seq`, stamped `now`, in `self.buf`.
+    #[cfg(test)]
     fn envelope(&mut self, now: u64, seq: u64, keyed: bool) {
-        self.buf.clear();
-        self.buf.extend_from_slice(if keyed { &self.head_keyed } else { &self.head });
-        let start = self.buf.len();
-        let _ = write!(self.buf, "t={now};s={seq};");
-        let pad = self.payload.saturating_sub(self.buf.len() - start);
-        self.buf.resize(self.buf.len() + pad, b'x');
-        self.buf.extend_from_slice(b"\"}}");
+        let head = if keyed { &self.head_keyed } else { &self.head };
+        write_envelope(&mut self.buf, head, self.payload, now, seq);
     }
 
     /// Counts the deliveries stamped in `body`, received at `now`.
@@ -219,10 +195,7 @@ impl Workload for App<'_> {
     fn on_open(&mut self, conns: &mut Conns<AppPeer>, key: usize, now: u64) {
         self.last_progress = now;
         match conns.peer_mut(key).and_then(|p| p.publisher) {
-            Some(id) => {
-                let offset = id as f64 * self.period / self.publishers as f64;
-                self.pubs.push(Publisher { key, id, sent: 0, offset, alive: true });
-            }
+            Some(id) => self.pacer.add(key, id),
             None => {
                 if conns.send_text(key, &self.join) {
                     self.waiting += 1;
@@ -305,11 +278,7 @@ impl Workload for App<'_> {
                 self.refused += 1;
             }
         }
-        for publisher in &mut self.pubs {
-            if publisher.key == key {
-                publisher.alive = false;
-            }
-        }
+        self.pacer.lost(key);
     }
 
     fn on_tick(&mut self, conns: &mut Conns<AppPeer>, now: u64) -> Option<u64> {
@@ -318,27 +287,15 @@ impl Workload for App<'_> {
             return None;
         }
         let tick = self.tick_period.is_some();
-        let mut next = u64::MAX;
-        let mut pubs = std::mem::take(&mut self.pubs);
-        for publisher in pubs.iter_mut().filter(|p| p.alive) {
-            let mut burst = 0;
-            while self.due(publisher, timeline.start) <= now && burst < MAX_BURST {
-                let seq = publisher.id << PUBLISHER_SHIFT | publisher.sent;
-                self.envelope(now, seq, tick && publisher.sent % 2 == 0);
-                if !conns.send_text(publisher.key, &self.buf) {
-                    publisher.alive = false;
-                    break;
-                }
-                publisher.sent += 1;
-                self.published += 1;
-                burst += 1;
-            }
-            if publisher.alive {
-                next = next.min(self.due(publisher, timeline.start));
-            }
-        }
-        self.pubs = pubs;
-        (next != u64::MAX).then_some(next)
+        let (buf, head, head_keyed, payload) = (&mut self.buf, &self.head, &self.head_keyed, self.payload);
+        let (sent, next) = self.pacer.run(timeline.start, now, |key, seq| {
+            // In a tick room every other message of a publisher carries the "pos" key.
+            let keyed = tick && (seq & ((1 << PUBLISHER_SHIFT) - 1)) % 2 == 0;
+            write_envelope(buf, if keyed { head_keyed } else { head }, payload, now, seq);
+            conns.send_text(key, buf)
+        });
+        self.published += sent;
+        next
     }
 
     fn stop(&mut self, _now: u64) {
@@ -360,6 +317,18 @@ impl Workload for App<'_> {
         self.tally.sent = self.published;
         self.tally
     }
+}
+
+/// A publish envelope: `head` (the envelope up to the opening quote of `data`), then the stamp
+/// `t=NOW;s=SEQ;` padded with `x` to `payload` bytes, then the closing `"}}`.
+fn write_envelope(buf: &mut Vec<u8>, head: &[u8], payload: usize, now: u64, seq: u64) {
+    buf.clear();
+    buf.extend_from_slice(head);
+    let start = buf.len();
+    let _ = write!(buf, "t={now};s={seq};");
+    let pad = payload.saturating_sub(buf.len() - start);
+    buf.resize(buf.len() + pad, b'x');
+    buf.extend_from_slice(b"\"}}");
 }
 
 #[cfg(test)]
