@@ -128,22 +128,7 @@ impl Peer {
 
     /// Masks `payload` with a fixed key into a frame with the given first byte.
     pub fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
-        let key = [1, 2, 3, 4];
-        let mut out = vec![first];
-        match payload.len() {
-            n @ 0..=125 => out.push(0x80 | n as u8),
-            n @ 126..=0xffff => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&key);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-        out
+        hibiki::proto::fuzzing::masked_frame(first, payload, [1, 2, 3, 4])
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {

@@ -51,24 +51,7 @@ fn queued_close_code(conn: &mut Connection) -> Option<u16> {
 }
 
 fn masked(opcode_byte: u8, payload: &[u8]) -> Vec<u8> {
-    let key = [0x37, 0xfa, 0x21, 0x3d];
-    let mut out = vec![opcode_byte];
-    match payload.len() {
-        n @ 0..=125 => out.push(0x80 | n as u8),
-        n @ 126..=0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&key);
-    let start = out.len();
-    out.extend_from_slice(payload);
-    apply_mask(&mut out[start..], key, 0);
-    out
+    crate::proto::fuzzing::masked_frame(opcode_byte, payload, [0x37, 0xfa, 0x21, 0x3d])
 }
 
 #[test]
