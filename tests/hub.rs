@@ -470,3 +470,27 @@ fn metrics_expose_the_counters() {
         assert!(metrics.contains(name), "missing {name} in\n{metrics}");
     }
 }
+
+#[test]
+fn big_rooms_stop_announcing_presence() {
+    let mut config = ServeConfig::default();
+    config.hub.presence_limit = 2;
+    let server = server_with(config, 1);
+    let mut a = Client::connect(&server, &[]);
+    let mut b = Client::connect(&server, &[]);
+    let mut c = Client::connect(&server, &[]);
+    a.join("chat:big");
+    let presence = b.join("chat:big");
+    assert_eq!(presence["payload"]["count"], 2);
+    assert_eq!(presence["payload"]["users"].as_array().unwrap().len(), 2);
+    assert_eq!(a.expect("user_joined")["payload"]["user"], b.user.as_str());
+    let presence = c.join("chat:big");
+    assert_eq!(presence["payload"]["count"], 3);
+    assert!(presence["payload"]["users"].is_null(), "past the limit: the count only");
+    assert!(a.quiet("user_joined", Duration::from_millis(300)), "the third join is not announced");
+    // Messages still reach everyone.
+    c.request("publish", "p", json!({"room": "chat:big", "data": "hi"}));
+    for client in [&mut a, &mut b, &mut c] {
+        assert_eq!(client.expect("message")["payload"]["data"], "hi");
+    }
+}

@@ -83,6 +83,9 @@ struct ServeArgs {
     /// Room pattern batched per tick (repeat or comma-separate; `*` at the end is a prefix).
     #[arg(long = "tick-room", env = "HIBIKI_TICK_ROOMS", value_delimiter = ',', default_value = "game:*")]
     tick_rooms: Vec<String>,
+    /// Users in a room past which joins and leaves are not announced and `presence` has only the count.
+    #[arg(long, env = "HIBIKI_PRESENCE_LIMIT", default_value_t = 1000)]
+    presence_limit: usize,
     /// Ticks per second of tick rooms.
     #[arg(long, env = "HIBIKI_TICK_RATE", default_value_t = 60)]
     tick_rate: u32,
@@ -124,6 +127,7 @@ fn serve(args: ServeArgs) -> std::io::Result<()> {
     hub.history_ttl = args.history_ttl.map(secs);
     hub.tick_patterns = args.tick_rooms;
     hub.tick_rate = tick_rate;
+    hub.presence_limit = args.presence_limit;
     let mut app = ServeConfig::default();
     app.hub = hub;
     app.jwt_secret = args.jwt_secret;

@@ -46,6 +46,10 @@ pub struct HubConfig {
     pub tick_rate: u32,
     /// Rooms one connection may join. Default 256.
     pub max_rooms_per_connection: usize,
+    /// Past this many users in a room, joins and leaves are no longer announced to every
+    /// member and `presence` carries the count without the list: announcing each of N joins
+    /// to everyone costs O(N²). Default 1000.
+    pub presence_limit: usize,
 }
 
 impl Default for HubConfig {
@@ -56,6 +60,7 @@ impl Default for HubConfig {
             tick_patterns: vec!["game:*".into()],
             tick_rate: 60,
             max_rooms_per_connection: 256,
+            presence_limit: 1000,
         }
     }
 }
@@ -406,13 +411,16 @@ impl Hub {
             return Err(HubError::new("too_many_rooms", "too many rooms for one connection"));
         }
         let room = self.registry.room(name);
-        let (since, users, newcomer) = {
+        let limit = self.config.presence_limit;
+        let (since, users, count, newcomer) = {
             let mut state = room.lock();
             state.add_member(local.worker);
-            let count = state.presence.entry(Arc::clone(&s.identity.user)).or_insert(0);
-            *count += 1;
-            let newcomer = *count == 1;
-            (state.seq, state.users(), newcomer)
+            let tabs = state.presence.entry(Arc::clone(&s.identity.user)).or_insert(0);
+            *tabs += 1;
+            let newcomer = *tabs == 1;
+            let count = state.presence.len();
+            let users = if count <= limit { Some(state.users()) } else { None };
+            (state.seq, users, count, newcomer)
         };
         let ws = Some((s.encoding, s.deflate));
         let entry = local
@@ -422,10 +430,10 @@ impl Hub {
         entry.members.push(Member { conn, ws, since, backlog: Vec::new() });
         s.joined.push(Arc::clone(&room.name));
         if announce {
-            let users: Vec<&str> = users.iter().map(|u| &**u).collect();
-            let presence = json!({"room": name, "users": users, "seq": since});
+            let users: Option<Vec<&str>> = users.as_ref().map(|u| u.iter().map(|u| &**u).collect());
+            let presence = json!({"room": name, "users": users, "count": count, "seq": since});
             out.send_frame_to(conn, &envelope_frame(s.encoding, "presence", None, presence));
-            if newcomer {
+            if newcomer && count <= limit {
                 let event = json!({"room": name, "user": &*s.identity.user, "name": s.identity.name});
                 self.emit(name, "user_joined", event, Some(conn), false);
             }
@@ -466,7 +474,8 @@ impl Hub {
                 }
                 Some(_) => {
                     state.presence.remove(&s.identity.user);
-                    true
+                    // Announced only while the room is small enough to announce joins.
+                    state.presence.len() < self.config.presence_limit
                 }
                 None => false,
             }
