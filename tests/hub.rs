@@ -494,3 +494,35 @@ fn big_rooms_stop_announcing_presence() {
         assert_eq!(client.expect("message")["payload"]["data"], "hi");
     }
 }
+
+#[test]
+fn sse_streams_a_tick_room_too() {
+    use std::io::{Read, Write};
+    let server = jwt_server();
+    let addr = server.local_addr();
+    let auth = token("watcher", None, 3600);
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(format!("GET /sse?room=game:sse&token={auth} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut got = String::new();
+    let mut chunk = [0u8; 4096];
+    let body = json!({"room": "game:sse", "data": "tick"}).to_string();
+    let request = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer api-key\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    for _ in 0..25 {
+        if got.contains("retry:") && !got.contains("id: 1\n") {
+            assert_eq!(status_of(&http(addr, request.as_bytes())), 200);
+        }
+        if let Ok(n) = stream.read(&mut chunk) {
+            got.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+        if got.contains("id: 1\n") {
+            break;
+        }
+    }
+    assert!(got.contains("id: 1\nevent: message\ndata: {"), "{got}");
+}

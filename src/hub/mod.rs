@@ -627,8 +627,40 @@ impl Hub {
                 continue;
             }
             let pending = std::mem::take(&mut room.pending);
+            let newest = pending.iter().map(|b| b.seq).max().unwrap_or(0);
             let mut shared: [Option<Bytes>; 4] = Default::default();
+            let mut batches = 0;
             for member in &mut room.members {
+                let in_step = member.backlog.is_empty()
+                    && pending
+                        .iter()
+                        .all(|b| (b.seq == 0 || b.seq > member.since) && b.exclude != Some(member.conn));
+                let behind = member.ws.is_some() && out.buffered(member.conn) > soft;
+                if in_step && !behind {
+                    // The common case: one frame, encoded once for every member in step.
+                    member.since = member.since.max(newest);
+                    if pending.is_empty() {
+                        continue;
+                    }
+                    match member.ws {
+                        Some((encoding, deflate)) => {
+                            let frame = shared[encoding.index() * 2 + usize::from(deflate)]
+                                .get_or_insert_with(|| {
+                                    let bodies: Vec<&Bytes> =
+                                        pending.iter().map(|b| b.body(encoding)).collect();
+                                    ws_frame(encoding, &batch_body(encoding, &bodies, ts), deflate)
+                                });
+                            out.send_frame_to(member.conn, frame);
+                            batches += 1;
+                        }
+                        None => {
+                            for item in &pending {
+                                out.send_raw_to(member.conn, item.frame(Variant::Sse));
+                            }
+                        }
+                    }
+                    continue;
+                }
                 let fresh: Vec<&Arc<Broadcast>> = pending
                     .iter()
                     .filter(|b| (b.seq == 0 || b.seq > member.since) && b.exclude != Some(member.conn))
@@ -636,40 +668,31 @@ impl Hub {
                 if let Some(last) = fresh.iter().map(|b| b.seq).max() {
                     member.since = member.since.max(last);
                 }
-                let Some((encoding, deflate)) = member.ws else { continue };
-                if out.buffered(member.conn) > soft {
+                let mut items = std::mem::take(&mut member.backlog);
+                for item in fresh {
+                    push_keyed(&mut items, Arc::clone(item), &self.counters.replaced);
+                }
+                if behind {
                     // Behind: hold the latest state per key instead of a growing backlog.
-                    for item in fresh {
-                        push_keyed(&mut member.backlog, Arc::clone(item), &self.counters.replaced);
-                    }
+                    member.backlog = items;
                     continue;
                 }
-                let in_step = member.backlog.is_empty() && fresh.len() == pending.len();
-                let frame = if in_step {
-                    if pending.is_empty() {
-                        continue;
+                match member.ws {
+                    Some((encoding, deflate)) if !items.is_empty() => {
+                        let bodies: Vec<&Bytes> = items.iter().map(|b| b.body(encoding)).collect();
+                        let frame = ws_frame(encoding, &batch_body(encoding, &bodies, ts), deflate);
+                        out.send_frame_to(member.conn, &frame);
+                        batches += 1;
                     }
-                    let slot = encoding.index() * 2 + usize::from(deflate);
-                    shared[slot]
-                        .get_or_insert_with(|| {
-                            let bodies: Vec<&Bytes> = pending.iter().map(|b| b.body(encoding)).collect();
-                            ws_frame(encoding, &batch_body(encoding, &bodies, ts), deflate)
-                        })
-                        .clone()
-                } else {
-                    let mut items = std::mem::take(&mut member.backlog);
-                    for item in fresh {
-                        push_keyed(&mut items, Arc::clone(item), &self.counters.replaced);
+                    Some(_) => {}
+                    None => {
+                        for item in &items {
+                            out.send_raw_to(member.conn, item.frame(Variant::Sse));
+                        }
                     }
-                    if items.is_empty() {
-                        continue;
-                    }
-                    let bodies: Vec<&Bytes> = items.iter().map(|b| b.body(encoding)).collect();
-                    ws_frame(encoding, &batch_body(encoding, &bodies, ts), deflate)
-                };
-                out.send_frame_to(member.conn, &frame);
-                self.counters.batches.fetch_add(1, Ordering::Relaxed);
+                }
             }
+            self.counters.batches.fetch_add(batches, Ordering::Relaxed);
             for member in &mut room.members {
                 if member.backlog.len() > TICK_BACKLOG {
                     // Messages are never dropped silently: a member this far behind is closed
