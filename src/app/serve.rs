@@ -267,7 +267,8 @@ impl Handler for ServeApp {
 
     fn on_tick(&self, ctx: &mut WorkerCtx<'_, Self>) {
         let now = ctx.now();
+        let last_work = ctx.last_tick_work();
         let (local, mut out) = ctx.split();
-        self.hub.on_tick(&mut local.hub, &mut out, now);
+        self.hub.on_tick(&mut local.hub, &mut out, now, last_work);
     }
 }

@@ -89,6 +89,10 @@ struct ServeArgs {
     /// Ticks per second of tick rooms.
     #[arg(long, env = "HIBIKI_TICK_RATE", default_value_t = 60)]
     tick_rate: u32,
+    /// Share of a tick period one tick's writes may take (0.05-1); members past it are served
+    /// first next tick with the latest state per key.
+    #[arg(long, env = "HIBIKI_TICK_SHARE", default_value_t = 0.5)]
+    tick_share: f64,
     /// TOML file with any of these settings (keys as the flags, e.g. `max-message-size = 65536`);
     /// flags and environment variables win over it.
     #[arg(long, env = "HIBIKI_CONFIG")]
@@ -128,6 +132,7 @@ fn serve(args: ServeArgs) -> std::io::Result<()> {
     hub.tick_patterns = args.tick_rooms;
     hub.tick_rate = tick_rate;
     hub.presence_limit = args.presence_limit;
+    hub.tick_share = args.tick_share;
     let mut app = ServeConfig::default();
     app.hub = hub;
     app.jwt_secret = args.jwt_secret;

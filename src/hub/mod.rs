@@ -44,6 +44,11 @@ pub struct HubConfig {
     pub tick_patterns: Vec<String>,
     /// Ticks per second. Default 60.
     pub tick_rate: u32,
+    /// Share of a tick period that one tick's work (batches written) may take; members past
+    /// it are served first next tick, holding the latest state per key. It bounds the time
+    /// from a tick to its last delivery and leaves the rest of the period for reading and
+    /// publishing. Default 0.5.
+    pub tick_share: f64,
     /// Rooms one connection may join. Default 256.
     pub max_rooms_per_connection: usize,
     /// Past this many users in a room, joins and leaves are no longer announced to every
@@ -59,6 +64,7 @@ impl Default for HubConfig {
             history_ttl: None,
             tick_patterns: vec!["game:*".into()],
             tick_rate: 60,
+            tick_share: 0.5,
             max_rooms_per_connection: 256,
             presence_limit: 1000,
         }
@@ -160,6 +166,8 @@ impl Member {
 struct LocalRoom {
     tick: bool,
     members: Vec<Member>,
+    /// Tick rooms: the member to serve first next tick.
+    cursor: usize,
     /// Tick rooms: this tick's messages.
     pending: Vec<Arc<Broadcast>>,
 }
@@ -172,12 +180,52 @@ pub struct HubLocal {
     last_tick: Option<Instant>,
     streams: Vec<ConnId>,
     last_keepalive: Option<Instant>,
+    /// Members a tick may serve (batches written), adapted to what the last tick cost.
+    tick_budget: usize,
+    /// Members the last tick served.
+    last_served: usize,
+    tick_count: usize,
 }
+
+/// The fewest members a tick serves, however long the last one took.
+const MIN_TICK_BUDGET: usize = 64;
 
 impl HubLocal {
     /// Worker `worker`'s part.
     pub fn new(worker: usize) -> Self {
-        Self { worker, rooms: HashMap::new(), last_tick: None, streams: Vec::new(), last_keepalive: None }
+        Self {
+            worker,
+            rooms: HashMap::new(),
+            last_tick: None,
+            streams: Vec::new(),
+            last_keepalive: None,
+            tick_budget: usize::MAX,
+            last_served: 0,
+            tick_count: 0,
+        }
+    }
+
+    /// Members the next tick may serve: cut at once to what fits in `target` at the pace the
+    /// last tick wrote when it took longer, raised by a quarter of the headroom when the
+    /// budget bound and the tick took less.
+    fn adapt_budget(&mut self, last_work: Option<Duration>, target: Duration) {
+        let Some(work) = last_work else { return };
+        if self.last_served == 0 || work.is_zero() {
+            return;
+        }
+        let fit = (self.last_served as f64 * target.as_secs_f64() / work.as_secs_f64()) as usize;
+        let fit = fit.max(MIN_TICK_BUDGET);
+        if work > target {
+            self.tick_budget = fit.min(self.tick_budget);
+        } else if self.last_served >= self.tick_budget && fit > self.tick_budget {
+            self.tick_budget += (fit - self.tick_budget) / 4;
+        }
+        // Otherwise the budget did not bind: it stays (unbounded until a tick is slow).
+    }
+
+    /// Members the next tick may serve.
+    pub fn tick_budget(&self) -> usize {
+        self.tick_budget
     }
 
     /// Members of rooms on this worker.
@@ -611,7 +659,18 @@ impl Hub {
 
     /// One tick: every tick room on this worker sends what it gathered as one `batch` frame
     /// per member, encoded once per variant when members are in step.
-    pub fn on_tick(&self, local: &mut HubLocal, out: &mut Outbox<'_, impl Send + 'static>, now: Instant) {
+    ///
+    /// A tick's work is bounded so the tick rate holds under load: `last_work` (how long the
+    /// previous tick took, writes included) sets how many members this tick serves, aiming at
+    /// [`HubConfig::tick_share`] of a period. Members past the budget keep their messages (latest state per key) and
+    /// are served first next tick, so every member gets its turn.
+    pub fn on_tick(
+        &self,
+        local: &mut HubLocal,
+        out: &mut Outbox<'_, impl Send + 'static>,
+        now: Instant,
+        last_work: Option<Duration>,
+    ) {
         let period = Duration::from_secs(1) / self.config.tick_rate.max(1);
         if let Some(last) = local.last_tick {
             if now.duration_since(last) > period + period / 2 {
@@ -620,9 +679,19 @@ impl Hub {
         }
         local.last_tick = Some(now);
         self.counters.ticks.fetch_add(1, Ordering::Relaxed);
+        local.adapt_budget(last_work, period.mul_f64(self.config.tick_share.clamp(0.05, 1.0)));
         let ts = now_ms();
         let soft = out.soft_limit();
-        for room in local.rooms.values_mut().filter(|r| r.tick) {
+        let budget = local.tick_budget;
+        let mut served = 0usize;
+        let mut rooms: Vec<&mut LocalRoom> = local.rooms.values_mut().filter(|r| r.tick).collect();
+        if !rooms.is_empty() {
+            // Rooms take turns at being first, as members do within a room.
+            let first = local.tick_count % rooms.len();
+            rooms.rotate_left(first);
+        }
+        local.tick_count = local.tick_count.wrapping_add(1);
+        for room in rooms {
             if room.pending.is_empty() && room.members.iter().all(|m| m.backlog.is_empty()) {
                 continue;
             }
@@ -630,18 +699,28 @@ impl Hub {
             let newest = pending.iter().map(|b| b.seq).max().unwrap_or(0);
             let mut shared: [Option<Bytes>; 4] = Default::default();
             let mut batches = 0;
-            for member in &mut room.members {
+            let n = room.members.len();
+            let mut resume_at = None;
+            for k in 0..n {
+                let i = (room.cursor + k) % n;
+                let member = &mut room.members[i];
                 let in_step = member.backlog.is_empty()
                     && pending
                         .iter()
                         .all(|b| (b.seq == 0 || b.seq > member.since) && b.exclude != Some(member.conn));
-                let behind = member.ws.is_some() && out.buffered(member.conn) > soft;
+                let has_work = !pending.is_empty() || !member.backlog.is_empty();
+                let over_budget = has_work && served >= budget;
+                if over_budget && resume_at.is_none() {
+                    resume_at = Some(i);
+                }
+                let behind = over_budget || (member.ws.is_some() && out.buffered(member.conn) > soft);
                 if in_step && !behind {
                     // The common case: one frame, encoded once for every member in step.
                     member.since = member.since.max(newest);
                     if pending.is_empty() {
                         continue;
                     }
+                    served += 1;
                     match member.ws {
                         Some((encoding, deflate)) => {
                             let frame = shared[encoding.index() * 2 + usize::from(deflate)]
@@ -661,21 +740,22 @@ impl Hub {
                     }
                     continue;
                 }
-                let fresh: Vec<&Arc<Broadcast>> = pending
-                    .iter()
-                    .filter(|b| (b.seq == 0 || b.seq > member.since) && b.exclude != Some(member.conn))
-                    .collect();
-                if let Some(last) = fresh.iter().map(|b| b.seq).max() {
-                    member.since = member.since.max(last);
-                }
+                let (since, conn) = (member.since, member.conn);
+                let fresh =
+                    pending.iter().filter(|b| (b.seq == 0 || b.seq > since) && b.exclude != Some(conn));
                 let mut items = std::mem::take(&mut member.backlog);
                 for item in fresh {
+                    member.since = member.since.max(item.seq);
                     push_keyed(&mut items, Arc::clone(item), &self.counters.replaced);
                 }
                 if behind {
-                    // Behind: hold the latest state per key instead of a growing backlog.
+                    // Behind (or past this tick's budget): hold the latest state per key
+                    // instead of a growing backlog.
                     member.backlog = items;
                     continue;
+                }
+                if !items.is_empty() {
+                    served += 1;
                 }
                 match member.ws {
                     Some((encoding, deflate)) if !items.is_empty() => {
@@ -692,6 +772,10 @@ impl Hub {
                     }
                 }
             }
+            // Next tick starts with the first member this one could not serve.
+            if let Some(i) = resume_at {
+                room.cursor = i;
+            }
             self.counters.batches.fetch_add(batches, Ordering::Relaxed);
             for member in &mut room.members {
                 if member.backlog.len() > TICK_BACKLOG {
@@ -702,6 +786,7 @@ impl Hub {
                 }
             }
         }
+        local.last_served = served;
         self.keepalive(local, out, now);
     }
 
@@ -772,6 +857,26 @@ fn out_is_compressed(out: &Outbox<'_, impl Send + 'static>, conn: ConnId) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slow_tick_cuts_the_next_ticks_budget_and_fast_ones_raise_it_slowly() {
+        let mut local = HubLocal::new(0);
+        assert_eq!(local.tick_budget(), usize::MAX, "unbounded until a tick is measured");
+        local.last_served = 1000;
+        local.adapt_budget(Some(Duration::from_millis(20)), Duration::from_millis(8));
+        assert_eq!(local.tick_budget(), 400, "1000 batches took 20 ms: 400 fit in 8 ms");
+        local.last_served = 400;
+        local.adapt_budget(Some(Duration::from_millis(4)), Duration::from_millis(8));
+        assert_eq!(local.tick_budget(), 500, "a quarter of the way to the 800 that would fit");
+        local.last_served = 10;
+        local.adapt_budget(Some(Duration::from_millis(1)), Duration::from_millis(8));
+        assert_eq!(local.tick_budget(), 500, "a budget that did not bind stays");
+        local.last_served = 500;
+        local.adapt_budget(Some(Duration::from_secs(1)), Duration::from_millis(8));
+        assert_eq!(local.tick_budget(), MIN_TICK_BUDGET, "never below the floor");
+        local.adapt_budget(None, Duration::from_millis(8));
+        assert_eq!(local.tick_budget(), MIN_TICK_BUDGET);
+    }
 
     #[test]
     fn a_newer_state_replaces_an_unsent_one_with_the_same_key() {

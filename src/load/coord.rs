@@ -358,6 +358,7 @@ fn summarize(
     let curves = Curves {
         latency: scenario.sends_messages().then(|| tally.latency.clone()),
         jitter: matches!(scenario, Scenario::Game | Scenario::Tick).then(|| tally.jitter.clone()),
+        tick_delay: (scenario == Scenario::Tick).then(|| tally.tick_delay.clone()),
         handshake: Some(stats.handshake.clone()),
     };
     Summary {
@@ -382,6 +383,7 @@ fn summarize(
         memory,
         latency: curves.latency.as_ref().and_then(Percentiles::of),
         jitter: curves.jitter.as_ref().and_then(Percentiles::of),
+        tick_delay: curves.tick_delay.as_ref().and_then(Percentiles::of),
         handshake: curves.handshake.as_ref().and_then(Percentiles::of),
         usage: UsageStats {
             server_pid: config.server_pid,

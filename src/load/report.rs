@@ -271,6 +271,7 @@ impl UsageStats {
 pub(crate) struct Curves {
     pub(crate) latency: Option<Histogram<u64>>,
     pub(crate) jitter: Option<Histogram<u64>>,
+    pub(crate) tick_delay: Option<Histogram<u64>>,
     pub(crate) handshake: Option<Histogram<u64>>,
 }
 
@@ -280,6 +281,7 @@ impl fmt::Debug for Curves {
         f.debug_struct("Curves")
             .field("latency", &len(&self.latency))
             .field("jitter", &len(&self.jitter))
+            .field("tick_delay", &len(&self.tick_delay))
             .field("handshake", &len(&self.handshake))
             .finish()
     }
@@ -323,6 +325,10 @@ pub struct Summary {
     /// inter-arrival − the nearest whole number of tick periods| (empty ticks send nothing).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jitter: Option<Percentiles>,
+    /// Tick: from the server's tick (the batch's `ts`, wall-clock milliseconds) to the batch's
+    /// arrival, µs; the stamp's resolution makes it up to 1 ms longer than it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tick_delay: Option<Percentiles>,
     /// Time from starting the TCP connect to the 101 response, µs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handshake: Option<Percentiles>,
@@ -479,8 +485,12 @@ impl Summary {
         }
         let label = if self.scenario == Scenario::Echo { "round trip µs" } else { "latency µs" };
         let jitter = if self.scenario == Scenario::Tick { "batch jitter µs" } else { "tick jitter µs" };
-        for (name, p) in [(label, &self.latency), (jitter, &self.jitter), ("handshake µs", &self.handshake)]
-        {
+        for (name, p) in [
+            (label, &self.latency),
+            ("tick→batch µs", &self.tick_delay),
+            (jitter, &self.jitter),
+            ("handshake µs", &self.handshake),
+        ] {
             if let Some(p) = p {
                 writeln!(
                     t,

@@ -1,7 +1,7 @@
 //! What a [`Handler`](super::Handler) callback can do: send, close, reach its worker's state.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -46,6 +46,13 @@ impl<'a, H: Handler> WorkerCtx<'a, H> {
     /// The time of this loop turn (read once per turn).
     pub fn now(&self) -> Instant {
         self.core.now
+    }
+
+    /// How long the previous [`Handler::on_tick`] took on this worker, from the start of its
+    /// turn until the frames it queued were handed to the kernel: what a tick costs, for
+    /// bounding the next one. `None` before the first tick.
+    pub fn last_tick_work(&self) -> Option<Duration> {
+        self.core.last_tick_work
     }
 
     /// Sends a message to a connection of this worker (framed and, if negotiated, compressed

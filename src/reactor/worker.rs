@@ -54,6 +54,8 @@ pub(crate) struct Core<C> {
     dirty: Vec<usize>,
     next_generation: u32,
     wheel: Wheel,
+    /// How long the last app tick took, from its start until its frames were written.
+    pub(crate) last_tick_work: Option<Duration>,
 }
 
 impl<C: Send + 'static> Core<C> {
@@ -375,6 +377,7 @@ impl<H: Handler> Worker<H> {
                 dirty: Vec::new(),
                 next_generation: 0,
                 wheel: Wheel::new(TICK, now),
+                last_tick_work: None,
             },
             handler,
             local,
@@ -441,8 +444,11 @@ impl<H: Handler> Worker<H> {
                 self.accept();
             }
             self.run_timers();
-            self.run_app_tick();
+            let ticked = self.run_app_tick();
             self.flush_dirty();
+            if let Some(start) = ticked {
+                self.core.last_tick_work = Some(start.elapsed());
+            }
             if let Some(deadline) = self.shutdown_deadline {
                 if self.core.conns.is_empty() || self.core.now >= deadline {
                     let keys: Vec<usize> = self.core.conns.iter().map(|(k, _)| k).collect();
@@ -1110,11 +1116,13 @@ impl<H: Handler> Worker<H> {
         self.core.reschedule(key);
     }
 
-    fn run_app_tick(&mut self) {
-        let (Some(next), Some(period)) = (self.next_app_tick, self.core.config.tick) else { return };
+    /// Runs the app tick if it is due; when it ran, the moment it started.
+    fn run_app_tick(&mut self) -> Option<Instant> {
+        let (Some(next), Some(period)) = (self.next_app_tick, self.core.config.tick) else { return None };
         if self.core.now < next {
-            return;
+            return None;
         }
+        let start = Instant::now();
         // Late ticks are not replayed: the next one is one period from now at the earliest.
         let mut following = next + period;
         if following <= self.core.now {
@@ -1123,6 +1131,7 @@ impl<H: Handler> Worker<H> {
         self.next_app_tick = Some(following);
         let mut ctx = WorkerCtx { core: &mut self.core, local: &mut self.local };
         self.handler.on_tick(&mut ctx);
+        Some(start)
     }
 }
 

@@ -62,6 +62,9 @@ pub(crate) struct Tally {
     pub(crate) latency: Histogram<u64>,
     /// Game, tick: tick jitter in the window, µs.
     pub(crate) jitter: Histogram<u64>,
+    /// Tick: from the server's tick (the batch's `ts`, a wall clock in ms) to the batch's
+    /// arrival, µs (to within the 1 ms of the stamp).
+    pub(crate) tick_delay: Histogram<u64>,
     /// Room, tick: subscribers whose join was acked before the run started.
     pub(crate) joined: u64,
     /// Room, tick: subscribers refused, or not answered before the run started.
@@ -82,6 +85,7 @@ impl Tally {
             shortfall: 0,
             latency: histogram(),
             jitter: histogram(),
+            tick_delay: histogram(),
             joined: 0,
             join_failed: 0,
             batches: 0,
@@ -101,6 +105,7 @@ impl Tally {
         self.batches += other.batches;
         let _ = self.latency.add(&other.latency);
         let _ = self.jitter.add(&other.jitter);
+        let _ = self.tick_delay.add(&other.tick_delay);
     }
 }
 

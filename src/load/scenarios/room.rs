@@ -152,6 +152,15 @@ impl<'a> App<'a> {
     }
 }
 
+/// The `ts` a batch ends with (`...],"ts":1700000000000}`): when the server's tick ran, ms.
+fn batch_ts(body: &[u8]) -> Option<u64> {
+    const TS: &[u8] = b"\"ts\":";
+    let at = body.windows(TS.len()).rposition(|w| w == TS)?;
+    let digits = &body[at + TS.len()..];
+    let end = digits.iter().position(|b| !b.is_ascii_digit()).unwrap_or(digits.len());
+    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+}
+
 /// Where `needle` first occurs in `hay`.
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     let first = *needle.first()?;
@@ -262,6 +271,14 @@ impl Workload for App<'_> {
                         }
                     }
                     peer.last_batch = now;
+                    if tl.measuring(now) {
+                        if let Some(tick_ms) = batch_ts(payload) {
+                            let wall_us = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_micros() as u64);
+                            self.tally.tick_delay.saturating_record(wall_us.saturating_sub(tick_ms * 1000));
+                        }
+                    }
                 }
                 self.deliveries(payload, now);
             }
@@ -336,6 +353,13 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn reads_the_tick_stamp_of_a_batch_not_of_its_messages() {
+        let body = br#"{"type":"batch","payload":[{"type":"message","ts":111}],"ts":1700000000123}"#;
+        assert_eq!(batch_ts(body), Some(1_700_000_000_123));
+        assert_eq!(batch_ts(br#"{"type":"batch","payload":[]}"#), None);
+    }
 
     #[test]
     fn publishes_and_reads_stamps() {
