@@ -526,3 +526,75 @@ fn sse_streams_a_tick_room_too() {
     }
     assert!(got.contains("id: 1\nevent: message\ndata: {"), "{got}");
 }
+
+/// A broker of one's own behind the seam: the in-memory one, with every call counted.
+#[derive(Default)]
+struct CountingBroker {
+    inner: hibiki::hub::store::MemoryBroker,
+    calls: std::sync::Mutex<Vec<String>>,
+}
+
+impl hibiki::hub::Broker for CountingBroker {
+    fn start(&self, workers: usize, deliver: hibiki::hub::store::Deliver) {
+        self.calls.lock().unwrap().push(format!("start {workers}"));
+        self.inner.start(workers, deliver);
+    }
+    fn subscribe(&self, room: &std::sync::Arc<str>, worker: usize) -> u64 {
+        self.calls.lock().unwrap().push(format!("subscribe {room}"));
+        self.inner.subscribe(room, worker)
+    }
+    fn unsubscribe(&self, room: &str, worker: usize, history: &dyn hibiki::hub::HistoryStore) {
+        self.calls.lock().unwrap().push(format!("unsubscribe {room}"));
+        self.inner.unsubscribe(room, worker, history)
+    }
+    fn publish(
+        &self,
+        room: &std::sync::Arc<str>,
+        options: hibiki::hub::store::PublishOptions<'_>,
+        make: &mut dyn FnMut(u64) -> hibiki::hub::broadcast::Broadcast,
+        history: &dyn hibiki::hub::HistoryStore,
+    ) -> u64 {
+        self.calls.lock().unwrap().push(format!("publish {room}"));
+        self.inner.publish(room, options, make, history)
+    }
+    fn emit(&self, room: &str, event: std::sync::Arc<hibiki::hub::broadcast::Broadcast>) {
+        self.calls.lock().unwrap().push(format!("emit {room} {}", event.kind));
+        self.inner.emit(room, event)
+    }
+    fn room_count(&self) -> usize {
+        self.inner.room_count()
+    }
+}
+
+#[test]
+fn room_state_goes_through_the_stores_seam() {
+    let config = ServeConfig::default();
+    let mut stores = hibiki::hub::Stores::memory(&config.hub);
+    let broker = std::sync::Arc::new(CountingBroker::default());
+    stores.broker = broker.clone();
+    let history = stores.history.clone();
+    let server = Server::builder()
+        .bind(common::local())
+        .threads(2)
+        .start(ServeApp::with_stores(config, stores))
+        .unwrap();
+    let mut a = Client::connect(&server, &[]);
+    let mut b = Client::connect(&server, &[]);
+    a.join("chat:seam");
+    b.join("chat:seam");
+    let ack = a.request("publish", "p1", json!({"room": "chat:seam", "data": "hi"}));
+    assert_eq!(ack["seq"], 1);
+    assert_eq!(b.expect("message")["payload"]["data"], "hi");
+    assert_eq!(history.kept(), 1, "the message is in the history store given");
+    b.close();
+    assert!(eventually(5 * SEC, || broker
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|c| c == "unsubscribe chat:seam")));
+    let calls = broker.calls.lock().unwrap().clone();
+    for expected in ["start 2", "subscribe chat:seam", "publish chat:seam", "emit chat:seam user_joined"] {
+        assert!(calls.iter().any(|c| c == expected), "{expected:?} not in {calls:?}");
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use serde::Deserialize;
 
-use crate::hub::room::pattern_matches;
+use crate::hub::pattern_matches;
 use crate::proto::handshake::request::Request;
 
 /// The claims hibiki reads from a token.

@@ -76,14 +76,11 @@ pub fn render(stats: &StatsSnapshot, hub: &Hub) -> String {
         "Connections closed for not answering pings.",
         stats.heartbeat_timeouts,
     );
-    let rooms = hub.registry().all();
-    let (mut members, mut history) = (0u64, 0u64);
-    for room in &rooms {
-        let state = room.lock();
-        members += state.presence.values().map(|&n| u64::from(n)).sum::<u64>();
-        history += state.history.len() as u64;
-    }
-    metric(&mut out, "hibiki_rooms", "gauge", "Rooms known to the hub.", rooms.len() as u64);
+    let stores = hub.stores();
+    let members = stores.presence.connections();
+    let history = stores.history.kept() as u64;
+    let rooms = stores.broker.room_count() as u64;
+    metric(&mut out, "hibiki_rooms", "gauge", "Rooms with members or history.", rooms);
     metric(&mut out, "hibiki_room_members", "gauge", "Room memberships (connections).", members);
     metric(&mut out, "hibiki_history_messages", "gauge", "Messages kept in room history.", history);
     let c = &hub.counters;

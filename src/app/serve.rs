@@ -9,7 +9,7 @@ use super::auth::{Auth, query_param};
 use super::envelope::{Encoding, JSON_PROTOCOL, MSGPACK_PROTOCOL};
 use super::metrics;
 use crate::hub::broadcast::Broadcast;
-use crate::hub::{Hub, HubConfig, HubLocal, Session};
+use crate::hub::{Hub, HubConfig, HubLocal, Session, Stores};
 use crate::proto::CloseCode;
 use crate::proto::frame::{OpCode, encode_frame_bytes};
 use crate::reactor::{
@@ -79,8 +79,14 @@ pub enum AppCommand {
 impl ServeApp {
     /// The app with these settings.
     pub fn new(config: ServeConfig) -> Self {
+        let stores = Stores::memory(&config.hub);
+        Self::with_stores(config, stores)
+    }
+
+    /// The app with room state kept in `stores` (a broker, history and presence of one's own).
+    pub fn with_stores(config: ServeConfig, stores: Stores) -> Self {
         Self {
-            hub: Hub::new(config.hub, 1),
+            hub: Hub::with_stores(config.hub, stores),
             auth: Auth::new(config.jwt_secret.as_deref()),
             api_key: config.api_key,
         }

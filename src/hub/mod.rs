@@ -1,19 +1,20 @@
 //! The hub: rooms, acks, presence, history and resume, and 60 Hz batching.
 //!
-//! A room's shared state ([`room::Room`]: seq, history, presence, which workers have
-//! members) is behind one mutex per room. Membership lives in each worker ([`HubLocal`]), so
-//! fan-out touches no lock: publishing numbers the message under the room's lock, posts one
-//! `Arc<Broadcast>` to each worker with members, and each worker queues the frame — encoded
-//! once per variant for the whole server — to its members.
+//! A room's shared state lives behind the three traits of [`store`]: the [`Broker`] numbers
+//! messages and posts each to the workers that have members, the [`HistoryStore`] keeps the
+//! last messages for resume, the [`PresenceStore`] knows who is there. The in-memory versions
+//! are the default; [`Hub::with_stores`] takes others. Membership itself lives in each worker
+//! ([`HubLocal`]), so fan-out touches no lock: each worker queues the frame — encoded once per
+//! variant for the whole server — to its members.
 //!
 //! The wire protocol is described in `docs/protocol.md`.
 
 pub mod broadcast;
-pub mod room;
+pub mod store;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,7 +26,8 @@ use crate::app::envelope::{self, Encoding, MessageId, Outgoing, decode, now_ms};
 use crate::proto::CloseCode;
 use crate::reactor::{ConnId, Message, Outbox};
 use broadcast::{Broadcast, Variant, batch_body, ws_frame};
-use room::{Registry, Resume};
+pub use store::{Broker, HistoryStore, PresenceStore, Resume};
+use store::{MemoryBroker, MemoryHistory, MemoryPresence, PublishOptions};
 
 /// Cached acks per connection, for idempotent retries.
 const ACK_CACHE: usize = 128;
@@ -86,13 +88,38 @@ pub struct HubCounters {
     pub replaced: AtomicU64,
 }
 
-type Poster = Box<dyn Fn(usize, Arc<Broadcast>) + Send + Sync>;
+/// Where the hub keeps room state: the seam a cluster plugs into.
+#[derive(Clone)]
+pub struct Stores {
+    /// Fan-out and seq assignment.
+    pub broker: Arc<dyn Broker>,
+    /// Bounded history per room.
+    pub history: Arc<dyn HistoryStore>,
+    /// Who is in each room.
+    pub presence: Arc<dyn PresenceStore>,
+}
+
+impl Stores {
+    /// The in-memory stores (one process), sized by `config`.
+    pub fn memory(config: &HubConfig) -> Self {
+        Self {
+            broker: Arc::new(MemoryBroker::default()),
+            history: Arc::new(MemoryHistory::new(config.history_size, config.history_ttl)),
+            presence: Arc::new(MemoryPresence::default()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores").finish_non_exhaustive()
+    }
+}
 
 /// The shared part of the hub.
 pub struct Hub {
     config: HubConfig,
-    registry: Registry,
-    post: OnceLock<Poster>,
+    stores: Stores,
     /// Counters.
     pub counters: HubCounters,
 }
@@ -267,16 +294,20 @@ fn seq_field(payload: &Value, name: &str) -> Result<u64, HubError> {
 }
 
 impl Hub {
-    /// A hub for a server of `workers` workers.
-    pub fn new(config: HubConfig, workers: usize) -> Self {
-        let registry = Registry::new(config.tick_patterns.clone(), workers);
-        Self { config, registry, post: OnceLock::new(), counters: HubCounters::default() }
+    /// A hub with the in-memory stores.
+    pub fn new(config: HubConfig) -> Self {
+        let stores = Stores::memory(&config);
+        Self::with_stores(config, stores)
+    }
+
+    /// A hub that keeps room state in `stores`.
+    pub fn with_stores(config: HubConfig, stores: Stores) -> Self {
+        Self { config, stores, counters: HubCounters::default() }
     }
 
     /// Sets the worker count and how a broadcast reaches a worker (once, at server start).
     pub fn set_poster(&self, workers: usize, post: impl Fn(usize, Arc<Broadcast>) + Send + Sync + 'static) {
-        self.registry.set_workers(workers);
-        let _ = self.post.set(Box::new(post));
+        self.stores.broker.start(workers, Box::new(post));
     }
 
     /// The settings.
@@ -284,18 +315,14 @@ impl Hub {
         &self.config
     }
 
-    /// The rooms.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
+    /// The stores.
+    pub fn stores(&self) -> &Stores {
+        &self.stores
     }
 
-    fn post_to_members(&self, workers: &[u32], broadcast: &Arc<Broadcast>) {
-        let Some(post) = self.post.get() else { return };
-        for (worker, &members) in workers.iter().enumerate() {
-            if members > 0 {
-                post(worker, Arc::clone(broadcast));
-            }
-        }
+    /// Whether `room` is a tick room.
+    pub fn is_tick_room(&self, room: &str) -> bool {
+        self.config.tick_patterns.iter().any(|p| pattern_matches(p, room))
     }
 
     /// Numbers, stores and fans out a message. Returns its seq (0 for volatile messages,
@@ -313,48 +340,29 @@ impl Hub {
         key: Option<Arc<str>>,
         id: Option<&MessageId>,
     ) -> u64 {
-        let room = self.registry.room(room);
-        let mut state = room.lock();
-        if let Some(id) = id {
-            if let Some(seq) = state.duplicate(from, id) {
-                return seq;
-            }
-        }
-        let seq = if volatile {
-            0
-        } else {
-            state.seq += 1;
-            state.seq
+        let room: Arc<str> = Arc::from(room);
+        let options = PublishOptions { volatile, dedup: id.map(|id| (from, id)) };
+        let (mut data, mut key) = (Some(data), key);
+        let mut make = |seq: u64| {
+            let ts = now_ms();
+            let data = data.take().unwrap_or(Value::Null);
+            let payload = json!({"room": &*room, "seq": seq, "from": &**from, "data": data, "ts": ts});
+            let mut message = Broadcast::new(Arc::clone(&room), seq, "message", payload, ts);
+            message.exclude = if echo { None } else { sender };
+            message.volatile = volatile;
+            message.key = key.take();
+            self.counters.published.fetch_add(1, Ordering::Relaxed);
+            message
         };
-        let ts = now_ms();
-        let payload = json!({"room": &*room.name, "seq": seq, "from": &**from, "data": data, "ts": ts});
-        let mut message = Broadcast::new(Arc::clone(&room.name), seq, "message", payload, ts);
-        message.exclude = if echo { None } else { sender };
-        message.volatile = volatile;
-        message.key = key;
-        let message = Arc::new(message);
-        if !volatile {
-            state.history.push_back((Instant::now(), Arc::clone(&message)));
-            state.trim(self.config.history_size, self.config.history_ttl, Instant::now());
-            if let Some(id) = id {
-                state.remember(Arc::clone(from), id.clone(), seq);
-            }
-        }
-        self.post_to_members(&state.workers, &message);
-        drop(state);
-        self.counters.published.fetch_add(1, Ordering::Relaxed);
-        seq
+        self.stores.broker.publish(&room, options, &mut make, &*self.stores.history)
     }
 
     /// Sends an event outside the numbered stream (presence, typing, read receipts).
     fn emit(&self, room: &str, kind: &'static str, payload: Value, exclude: Option<ConnId>, volatile: bool) {
-        let Some(room) = self.registry.get(room) else { return };
-        let mut event = Broadcast::new(Arc::clone(&room.name), 0, kind, payload, now_ms());
+        let mut event = Broadcast::new(Arc::from(room), 0, kind, payload, now_ms());
         event.exclude = exclude;
         event.volatile = volatile;
-        let event = Arc::new(event);
-        let state = room.lock();
-        self.post_to_members(&state.workers, &event);
+        self.stores.broker.emit(room, Arc::new(event));
     }
 
     /// A connection opened: `welcome`, and its `user:ID` room for direct messages.
@@ -458,27 +466,25 @@ impl Hub {
         if s.joined.len() >= self.config.max_rooms_per_connection {
             return Err(HubError::new("too_many_rooms", "too many rooms for one connection"));
         }
-        let room = self.registry.room(name);
-        let limit = self.config.presence_limit;
-        let (since, users, count, newcomer) = {
-            let mut state = room.lock();
-            state.add_member(local.worker);
-            let tabs = state.presence.entry(Arc::clone(&s.identity.user)).or_insert(0);
-            *tabs += 1;
-            let newcomer = *tabs == 1;
-            let count = state.presence.len();
-            let users = if count <= limit { Some(state.users()) } else { None };
-            (state.seq, users, count, newcomer)
+        let name: Arc<str> = match local.rooms.get_key_value(name) {
+            Some((key, _)) => Arc::clone(key),
+            None => Arc::from(name),
         };
+        let limit = self.config.presence_limit;
+        let since = self.stores.broker.subscribe(&name, local.worker);
+        let joined = self.stores.presence.add(&name, &s.identity.user, limit);
+        let (count, newcomer) = (joined.count, joined.newcomer);
         let ws = Some((s.encoding, s.deflate));
+        let tick = self.is_tick_room(&name);
         let entry = local
             .rooms
-            .entry(Arc::clone(&room.name))
-            .or_insert_with(|| LocalRoom { tick: room.tick, ..LocalRoom::default() });
+            .entry(Arc::clone(&name))
+            .or_insert_with(|| LocalRoom { tick, ..LocalRoom::default() });
         entry.members.push(Member { conn, ws, since, backlog: Vec::new() });
-        s.joined.push(Arc::clone(&room.name));
+        s.joined.push(Arc::clone(&name));
+        let name = &*name;
         if announce {
-            let users: Option<Vec<&str>> = users.as_ref().map(|u| u.iter().map(|u| &**u).collect());
+            let users: Option<Vec<&str>> = joined.users.as_ref().map(|u| u.iter().map(|u| &**u).collect());
             let presence = json!({"room": name, "users": users, "count": count, "seq": since});
             out.send_frame_to(conn, &envelope_frame(s.encoding, "presence", None, presence));
             if newcomer && count <= limit {
@@ -511,23 +517,13 @@ impl Hub {
                 local.rooms.remove(name);
             }
         }
-        let Some(room) = self.registry.get(name) else { return };
-        let gone = {
-            let mut state = room.lock();
-            state.remove_member(local.worker);
-            match state.presence.get_mut(&s.identity.user) {
-                Some(count) if *count > 1 => {
-                    *count -= 1;
-                    false
-                }
-                Some(_) => {
-                    state.presence.remove(&s.identity.user);
-                    // Announced only while the room is small enough to announce joins.
-                    state.presence.len() < self.config.presence_limit
-                }
-                None => false,
-            }
-        };
+        self.stores.broker.unsubscribe(name, local.worker, &*self.stores.history);
+        // Announced only while the room is small enough to announce joins.
+        let gone = self
+            .stores
+            .presence
+            .remove(name, &s.identity.user)
+            .is_some_and(|left| left < self.config.presence_limit);
         if gone && !name.starts_with("user:") {
             self.emit(
                 name,
@@ -601,9 +597,7 @@ impl Hub {
             return Err(HubError::new("forbidden", format!("not allowed to join {room:?}")));
         }
         self.join(local, out, conn, s, room, false)?;
-        let shared = self.registry.room(room);
-        let replay = shared.lock().resume(after);
-        match replay {
+        match self.stores.history.since(room, after) {
             Resume::Gap { oldest } => Err(HubError::new(
                 "history_gap",
                 format!(
@@ -799,24 +793,22 @@ impl Hub {
         room: &str,
         last_event_id: Option<u64>,
     ) {
-        let shared = self.registry.room(room);
-        let (since, missed) = {
-            let mut state = shared.lock();
-            state.add_member(local.worker);
-            let missed = match last_event_id.map(|after| state.resume(after)) {
-                Some(Resume::Replay(missed, _)) => missed,
-                _ => Vec::new(),
-            };
-            (state.seq, missed)
+        let name: Arc<str> = Arc::from(room);
+        let mut since = self.stores.broker.subscribe(&name, local.worker);
+        let missed = match last_event_id.map(|after| self.stores.history.since(room, after)) {
+            Some(Resume::Replay(missed, last)) => {
+                // Replayed up to `last`: live delivery continues after it, never twice.
+                since = since.max(last);
+                missed
+            }
+            _ => Vec::new(),
         };
         out.send_raw_to(conn, &Bytes::from_static(b"retry: 2000\n\n"));
         for message in &missed {
             out.send_raw_to(conn, message.frame(Variant::Sse));
         }
-        let entry = local
-            .rooms
-            .entry(Arc::clone(&shared.name))
-            .or_insert_with(|| LocalRoom { tick: shared.tick, ..LocalRoom::default() });
+        let tick = self.is_tick_room(room);
+        let entry = local.rooms.entry(name).or_insert_with(|| LocalRoom { tick, ..LocalRoom::default() });
         entry.members.push(Member { conn, ws: None, since, backlog: Vec::new() });
         local.streams.push(conn);
     }
@@ -830,10 +822,7 @@ impl Hub {
                 local.rooms.remove(room);
             }
         }
-        if let Some(shared) = self.registry.get(room) {
-            let mut state = shared.lock();
-            state.remove_member(local.worker);
-        }
+        self.stores.broker.unsubscribe(room, local.worker, &*self.stores.history);
     }
 
     /// Heartbeat comments on SSE streams, every 15 s, so proxies keep them open.
@@ -850,6 +839,14 @@ impl Hub {
     }
 }
 
+/// Whether `name` matches `pattern`: exact, or a prefix when the pattern ends with `*`.
+pub fn pattern_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
 fn out_is_compressed(out: &Outbox<'_, impl Send + 'static>, conn: ConnId) -> bool {
     out.is_compressed(conn)
 }
@@ -857,6 +854,15 @@ fn out_is_compressed(out: &Outbox<'_, impl Send + 'static>, conn: ConnId) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns() {
+        assert!(pattern_matches("game:*", "game:1"));
+        assert!(pattern_matches("*", "anything"));
+        assert!(pattern_matches("user:42", "user:42"));
+        assert!(!pattern_matches("user:42", "user:421"));
+        assert!(!pattern_matches("chat:*", "game:1"));
+    }
 
     #[test]
     fn a_slow_tick_cuts_the_next_ticks_budget_and_fast_ones_raise_it_slowly() {
