@@ -692,6 +692,8 @@ impl Hub {
             let pending = std::mem::take(&mut room.pending);
             let newest = pending.iter().map(|b| b.seq).max().unwrap_or(0);
             let mut shared: [Option<Bytes>; 4] = Default::default();
+            let mut held: Vec<Arc<Broadcast>> = Vec::new();
+            let mut held_frames: [Option<Bytes>; 4] = Default::default();
             let mut batches = 0;
             let n = room.members.len();
             let mut resume_at = None;
@@ -753,9 +755,21 @@ impl Hub {
                 }
                 match member.ws {
                     Some((encoding, deflate)) if !items.is_empty() => {
-                        let bodies: Vec<&Bytes> = items.iter().map(|b| b.body(encoding)).collect();
-                        let frame = ws_frame(encoding, &batch_body(encoding, &bodies, ts), deflate);
-                        out.send_frame_to(member.conn, &frame);
+                        // Members that waited on the same ticks hold the same messages (the
+                        // rotation serves them one after another): one encode for all of them.
+                        let same = held.len() == items.len()
+                            && held.iter().zip(&items).all(|(a, b)| Arc::ptr_eq(a, b));
+                        if !same {
+                            held.clear();
+                            held.extend(items.iter().cloned());
+                            held_frames = Default::default();
+                        }
+                        let frame = held_frames[encoding.index() * 2 + usize::from(deflate)]
+                            .get_or_insert_with(|| {
+                                let bodies: Vec<&Bytes> = items.iter().map(|b| b.body(encoding)).collect();
+                                ws_frame(encoding, &batch_body(encoding, &bodies, ts), deflate)
+                            });
+                        out.send_frame_to(member.conn, frame);
                         batches += 1;
                     }
                     Some(_) => {}

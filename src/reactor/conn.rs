@@ -106,6 +106,92 @@ impl Conn {
     }
 }
 
+/// A queue of frames that holds one frame without allocating (the common case when a
+/// fan-out queues one message per recipient per turn) and nothing at all when empty.
+#[derive(Debug, Default)]
+pub(crate) enum Frames {
+    #[default]
+    Empty,
+    One(Bytes),
+    Many(VecDeque<Bytes>),
+}
+
+impl Frames {
+    pub(crate) fn is_empty(&self) -> bool {
+        match self {
+            Frames::Empty => true,
+            Frames::One(_) => false,
+            Frames::Many(q) => q.is_empty(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Frames::Empty => 0,
+            Frames::One(_) => 1,
+            Frames::Many(q) => q.len(),
+        }
+    }
+
+    fn push_back(&mut self, frame: Bytes) {
+        match std::mem::take(self) {
+            Frames::Empty => *self = Frames::One(frame),
+            Frames::One(first) => {
+                let mut q = VecDeque::with_capacity(4);
+                q.push_back(first);
+                q.push_back(frame);
+                *self = Frames::Many(q);
+            }
+            Frames::Many(mut q) => {
+                q.push_back(frame);
+                *self = Frames::Many(q);
+            }
+        }
+    }
+
+    fn front(&self) -> Option<&Bytes> {
+        match self {
+            Frames::Empty => None,
+            Frames::One(f) => Some(f),
+            Frames::Many(q) => q.front(),
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Bytes> {
+        match self {
+            Frames::Empty => None,
+            Frames::One(_) => match std::mem::take(self) {
+                Frames::One(f) => Some(f),
+                _ => None,
+            },
+            Frames::Many(q) => {
+                let f = q.pop_front();
+                if q.is_empty() {
+                    // A VecDeque keeps its capacity; an idle connection should not.
+                    *self = Frames::Empty;
+                }
+                f
+            }
+        }
+    }
+
+    fn pop_back(&mut self) -> Option<Bytes> {
+        match self {
+            Frames::Many(q) if q.len() > 1 => q.pop_back(),
+            _ => self.pop_front(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Bytes> {
+        let (one, many) = match self {
+            Frames::Empty => (None, None),
+            Frames::One(f) => (Some(f), None),
+            Frames::Many(q) => (None, Some(q.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+}
+
 /// Outbound bytes: control frames that go ahead at the next frame boundary, then frames in
 /// order. Invariant: `front_written < frames[0].len()` when `front_written > 0`, and
 /// `queued` is the sum of unwritten bytes.
@@ -113,7 +199,7 @@ impl Conn {
 pub(crate) struct OutQueue {
     /// Pongs, pings and close frames: they jump the data queue (never dropped by the budget).
     pub(crate) control: BytesMut,
-    pub(crate) frames: VecDeque<Bytes>,
+    pub(crate) frames: Frames,
     /// Bytes of `frames[0]` already written.
     front_written: usize,
     queued: usize,
@@ -192,7 +278,7 @@ impl OutQueue {
     /// Consumes `n` written bytes in the order `flush` laid them out.
     fn consume(&mut self, mut n: usize) {
         if self.front_written > 0 {
-            let front_left = self.frames[0].len() - self.front_written;
+            let front_left = self.frames.front().map_or(0, Bytes::len) - self.front_written;
             if n < front_left {
                 self.front_written += n;
                 self.queued -= n;
@@ -226,9 +312,33 @@ impl OutQueue {
             self.queued -= front.len();
             self.frames.pop_front();
         }
-        if self.frames.is_empty() {
-            // A VecDeque keeps its capacity; an idle connection should not.
-            self.frames = VecDeque::new();
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(frames: &Frames) -> Vec<u8> {
+        frames.iter().map(|f| f[0]).collect()
+    }
+
+    #[test]
+    fn frames_keep_order_and_hold_one_without_a_deque() {
+        let frame = |b: u8| Bytes::from(vec![b]);
+        let mut q = Frames::default();
+        assert!(q.is_empty() && q.front().is_none());
+        q.push_back(frame(1));
+        assert!(matches!(q, Frames::One(_)), "one frame: no allocation for a queue");
+        q.push_back(frame(2));
+        q.push_back(frame(3));
+        assert_eq!((q.len(), order(&q)), (3, vec![1, 2, 3]));
+        assert_eq!(q.pop_back().map(|f| f[0]), Some(3));
+        assert_eq!(q.pop_front().map(|f| f[0]), Some(1));
+        assert_eq!(q.pop_front().map(|f| f[0]), Some(2));
+        assert!(matches!(q, Frames::Empty), "drained: the deque is given back");
+        q.push_back(frame(4));
+        assert_eq!(q.pop_back().map(|f| f[0]), Some(4));
+        assert!(q.is_empty() && q.pop_front().is_none());
     }
 }
