@@ -119,56 +119,56 @@ pub(crate) enum Frames {
 impl Frames {
     pub(crate) fn is_empty(&self) -> bool {
         match self {
-            Frames::Empty => true,
-            Frames::One(_) => false,
-            Frames::Many(q) => q.is_empty(),
+            Self::Empty => true,
+            Self::One(_) => false,
+            Self::Many(q) => q.is_empty(),
         }
     }
 
     pub(crate) fn len(&self) -> usize {
         match self {
-            Frames::Empty => 0,
-            Frames::One(_) => 1,
-            Frames::Many(q) => q.len(),
+            Self::Empty => 0,
+            Self::One(_) => 1,
+            Self::Many(q) => q.len(),
         }
     }
 
     fn push_back(&mut self, frame: Bytes) {
         match std::mem::take(self) {
-            Frames::Empty => *self = Frames::One(frame),
-            Frames::One(first) => {
+            Self::Empty => *self = Self::One(frame),
+            Self::One(first) => {
                 let mut q = VecDeque::with_capacity(4);
                 q.push_back(first);
                 q.push_back(frame);
-                *self = Frames::Many(q);
+                *self = Self::Many(q);
             }
-            Frames::Many(mut q) => {
+            Self::Many(mut q) => {
                 q.push_back(frame);
-                *self = Frames::Many(q);
+                *self = Self::Many(q);
             }
         }
     }
 
     fn front(&self) -> Option<&Bytes> {
         match self {
-            Frames::Empty => None,
-            Frames::One(f) => Some(f),
-            Frames::Many(q) => q.front(),
+            Self::Empty => None,
+            Self::One(f) => Some(f),
+            Self::Many(q) => q.front(),
         }
     }
 
     fn pop_front(&mut self) -> Option<Bytes> {
         match self {
-            Frames::Empty => None,
-            Frames::One(_) => match std::mem::take(self) {
-                Frames::One(f) => Some(f),
+            Self::Empty => None,
+            Self::One(_) => match std::mem::take(self) {
+                Self::One(f) => Some(f),
                 _ => None,
             },
-            Frames::Many(q) => {
+            Self::Many(q) => {
                 let f = q.pop_front();
                 if q.is_empty() {
                     // A VecDeque keeps its capacity; an idle connection should not.
-                    *self = Frames::Empty;
+                    *self = Self::Empty;
                 }
                 f
             }
@@ -177,16 +177,16 @@ impl Frames {
 
     fn pop_back(&mut self) -> Option<Bytes> {
         match self {
-            Frames::Many(q) if q.len() > 1 => q.pop_back(),
+            Self::Many(q) if q.len() > 1 => q.pop_back(),
             _ => self.pop_front(),
         }
     }
 
     fn iter(&self) -> impl Iterator<Item = &Bytes> {
         let (one, many) = match self {
-            Frames::Empty => (None, None),
-            Frames::One(f) => (Some(f), None),
-            Frames::Many(q) => (None, Some(q.iter())),
+            Self::Empty => (None, None),
+            Self::One(f) => (Some(f), None),
+            Self::Many(q) => (None, Some(q.iter())),
         };
         one.into_iter().chain(many.into_iter().flatten())
     }
