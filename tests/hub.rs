@@ -598,3 +598,39 @@ fn room_state_goes_through_the_stores_seam() {
         assert!(calls.iter().any(|c| c == expected), "{expected:?} not in {calls:?}");
     }
 }
+
+#[test]
+fn a_tick_over_its_budget_serves_members_in_turn_and_loses_no_message() {
+    let mut config = ServeConfig::default();
+    // A tiny share of the period: after the first tick with 200 batches to write, the budget
+    // falls to a few dozen members per tick and members take turns.
+    config.hub.tick_share = 0.05;
+    config.hub.presence_limit = 1;
+    let server = server_with(config, 1);
+    let mut members: Vec<Client> = (0..200).map(|_| Client::connect(&server, &[])).collect();
+    for member in &mut members {
+        member.join("game:turns");
+    }
+    let mut publisher = Client::connect(&server, &[]);
+    for i in 0..10 {
+        let ack = publisher.request("publish", &format!("t{i}"), json!({"room": "game:turns", "data": i}));
+        assert_eq!(ack["ok"], true);
+        // One publish per tick (50 ms here), so that several ticks have batches to write.
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    let want: Vec<u64> = (1..=10).collect();
+    for member in &mut members {
+        let mut seqs = Vec::new();
+        while seqs.len() < want.len() {
+            let batch = member.expect("batch");
+            let items = batch["payload"].as_array().unwrap();
+            seqs.extend(
+                items
+                    .iter()
+                    .filter(|m| m["type"] == "message")
+                    .map(|m| m["payload"]["seq"].as_u64().unwrap()),
+            );
+        }
+        assert_eq!(seqs, want, "every message once, in order, whatever tick served it");
+    }
+}
