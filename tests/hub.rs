@@ -633,4 +633,11 @@ fn a_tick_over_its_budget_serves_members_in_turn_and_loses_no_message() {
         }
         assert_eq!(seqs, want, "every message once, in order, whatever tick served it");
     }
+    let metrics = http(server.local_addr(), b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let deferred: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hibiki_tick_deferred_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("hibiki_tick_deferred_total in /metrics");
+    assert!(deferred > 0, "the budget bound and members took turns");
 }

@@ -119,5 +119,12 @@ pub fn render(stats: &StatsSnapshot, hub: &Hub) -> String {
         "Keyed messages replaced by a newer state before sending.",
         c.replaced.load(Ordering::Relaxed),
     );
+    metric(
+        &mut out,
+        "hibiki_tick_deferred_total",
+        "counter",
+        "Tick-room members whose batch waited for a later tick (the tick's work budget was spent).",
+        c.deferred.load(Ordering::Relaxed),
+    );
     out
 }

@@ -86,6 +86,8 @@ pub struct HubCounters {
     pub batches: AtomicU64,
     /// Tick-room messages replaced by a newer one with the same key before being sent.
     pub replaced: AtomicU64,
+    /// Members whose batch waited for a later tick because the tick's budget was spent.
+    pub deferred: AtomicU64,
 }
 
 /// Where the hub keeps room state: the seam a cluster plugs into.
@@ -695,6 +697,7 @@ impl Hub {
             let mut held: Vec<Arc<Broadcast>> = Vec::new();
             let mut held_frames: [Option<Bytes>; 4] = Default::default();
             let mut batches = 0;
+            let mut deferred = 0;
             let n = room.members.len();
             let mut resume_at = None;
             for k in 0..n {
@@ -706,8 +709,9 @@ impl Hub {
                         .all(|b| (b.seq == 0 || b.seq > member.since) && b.exclude != Some(member.conn));
                 let has_work = !pending.is_empty() || !member.backlog.is_empty();
                 let over_budget = has_work && served >= budget;
-                if over_budget && resume_at.is_none() {
-                    resume_at = Some(i);
+                if over_budget {
+                    deferred += 1;
+                    resume_at.get_or_insert(i);
                 }
                 let behind = over_budget || (member.ws.is_some() && out.buffered(member.conn) > soft);
                 if in_step && !behind {
@@ -785,6 +789,7 @@ impl Hub {
                 room.cursor = i;
             }
             self.counters.batches.fetch_add(batches, Ordering::Relaxed);
+            self.counters.deferred.fetch_add(deferred, Ordering::Relaxed);
             for member in &mut room.members {
                 if member.backlog.len() > TICK_BACKLOG {
                     // Messages are never dropped silently: a member this far behind is closed
