@@ -178,8 +178,9 @@ struct Member {
     ws: Option<(Encoding, bool)>,
     /// The last seq delivered (or the room's seq at join): older ones are skipped.
     since: u64,
-    /// Tick rooms: messages held back while the member was behind (latest state per key).
-    backlog: Vec<Arc<Broadcast>>,
+    /// Tick rooms: the position in the room's log of the first message not yet sent to this
+    /// member (messages before it were sent, or were older than its join).
+    next: u64,
 }
 
 impl Member {
@@ -197,8 +198,18 @@ struct LocalRoom {
     members: Vec<Member>,
     /// Tick rooms: the member to serve first next tick.
     cursor: usize,
-    /// Tick rooms: this tick's messages.
-    pending: Vec<Arc<Broadcast>>,
+    /// Tick rooms: messages not yet sent to every member, in arrival order; `log[0]` is at
+    /// position `log_start`. A member behind (or past a tick's budget) costs nothing per tick:
+    /// it just keeps its position.
+    log: VecDeque<Arc<Broadcast>>,
+    log_start: u64,
+}
+
+impl LocalRoom {
+    /// The position after the last logged message (where a new member starts).
+    fn log_end(&self) -> u64 {
+        self.log_start + self.log.len() as u64
+    }
 }
 
 /// A worker's part of the hub: the members of each room on this worker.
@@ -263,16 +274,35 @@ impl HubLocal {
     }
 }
 
-/// Replaces an unsent message with the same key, or appends (latest state wins).
-fn push_keyed(list: &mut Vec<Arc<Broadcast>>, item: Arc<Broadcast>, replaced: &AtomicU64) {
-    if let Some(key) = &item.key {
-        if let Some(slot) = list.iter_mut().find(|b| b.key.as_ref() == Some(key)) {
-            *slot = item;
-            replaced.fetch_add(1, Ordering::Relaxed);
-            return;
+/// The messages of `log` a member is owed (newer than `since`, not its own when it asked for
+/// no echo), keeping only the newest of each `key` (latest state wins); in log order. Also
+/// says whether anything was left out for this member in particular (then its batch is its
+/// own; otherwise it is the same for every member served from the same position).
+fn latest_per_key<'a>(
+    log: impl DoubleEndedIterator<Item = &'a Arc<Broadcast>>,
+    since: u64,
+    conn: ConnId,
+    replaced: &AtomicU64,
+) -> (Vec<&'a Arc<Broadcast>>, bool) {
+    let mut keys: Vec<&Arc<str>> = Vec::new();
+    let mut items: Vec<&Arc<Broadcast>> = Vec::new();
+    let mut own = false;
+    for item in log.rev() {
+        if (item.seq != 0 && item.seq <= since) || item.exclude == Some(conn) {
+            own = true;
+            continue;
         }
+        if let Some(key) = &item.key {
+            if keys.contains(&key) {
+                replaced.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            keys.push(key);
+        }
+        items.push(item);
     }
-    list.push(item);
+    items.reverse();
+    (items, own)
 }
 
 fn envelope_frame<P: Serialize>(encoding: Encoding, kind: &str, id: Option<&MessageId>, payload: P) -> Bytes {
@@ -482,7 +512,8 @@ impl Hub {
             .rooms
             .entry(Arc::clone(&name))
             .or_insert_with(|| LocalRoom { tick, ..LocalRoom::default() });
-        entry.members.push(Member { conn, ws, since, backlog: Vec::new() });
+        let next = entry.log_end();
+        entry.members.push(Member { conn, ws, since, next });
         s.joined.push(Arc::clone(&name));
         let name = &*name;
         if announce {
@@ -631,7 +662,7 @@ impl Hub {
     ) {
         let Some(room) = local.rooms.get_mut(&message.room) else { return };
         if room.tick {
-            push_keyed(&mut room.pending, Arc::clone(message), &self.counters.replaced);
+            room.log.push_back(Arc::clone(message));
             return;
         }
         for member in &mut room.members {
@@ -688,101 +719,70 @@ impl Hub {
         }
         local.tick_count = local.tick_count.wrapping_add(1);
         for room in rooms {
-            if room.pending.is_empty() && room.members.iter().all(|m| m.backlog.is_empty()) {
+            let end = room.log_end();
+            if room.members.iter().all(|m| m.next >= end) {
+                room.log.clear();
+                room.log_start = end;
                 continue;
             }
-            let pending = std::mem::take(&mut room.pending);
-            let newest = pending.iter().map(|b| b.seq).max().unwrap_or(0);
-            let mut shared: [Option<Bytes>; 4] = Default::default();
-            let mut held: Vec<Arc<Broadcast>> = Vec::new();
-            let mut held_frames: [Option<Bytes>; 4] = Default::default();
-            let mut batches = 0;
-            let mut deferred = 0;
+            // One encode per distinct position and variant for members that take the log as
+            // it is (nothing filtered out for them): members served on the same ticks share it.
+            let mut frames: Vec<(u64, [Option<Bytes>; 4])> = Vec::new();
+            let (mut batches, mut deferred) = (0, 0);
             let n = room.members.len();
             let mut resume_at = None;
             for k in 0..n {
                 let i = (room.cursor + k) % n;
                 let member = &mut room.members[i];
-                let in_step = member.backlog.is_empty()
-                    && pending
-                        .iter()
-                        .all(|b| (b.seq == 0 || b.seq > member.since) && b.exclude != Some(member.conn));
-                let has_work = !pending.is_empty() || !member.backlog.is_empty();
-                let over_budget = has_work && served >= budget;
-                if over_budget {
+                if member.next >= end {
+                    continue;
+                }
+                if served >= budget {
                     deferred += 1;
                     resume_at.get_or_insert(i);
-                }
-                let behind = over_budget || (member.ws.is_some() && out.buffered(member.conn) > soft);
-                if in_step && !behind {
-                    // The common case: one frame, encoded once for every member in step.
-                    member.since = member.since.max(newest);
-                    if pending.is_empty() {
-                        continue;
-                    }
-                    served += 1;
-                    match member.ws {
-                        Some((encoding, deflate)) => {
-                            let frame = shared[encoding.index() * 2 + usize::from(deflate)]
-                                .get_or_insert_with(|| {
-                                    let bodies: Vec<&Bytes> =
-                                        pending.iter().map(|b| b.body(encoding)).collect();
-                                    ws_frame(encoding, &batch_body(encoding, &bodies, ts), deflate)
-                                });
-                            out.send_frame_to(member.conn, frame);
-                            batches += 1;
-                        }
-                        None => {
-                            for item in &pending {
-                                out.send_raw_to(member.conn, item.frame(Variant::Sse));
-                            }
-                        }
-                    }
                     continue;
                 }
+                if member.ws.is_some() && out.buffered(member.conn) > soft {
+                    // Behind: it keeps its position and gets the latest state when it drains.
+                    continue;
+                }
+                let from = (member.next - room.log_start) as usize;
                 let (since, conn) = (member.since, member.conn);
-                let fresh =
-                    pending.iter().filter(|b| (b.seq == 0 || b.seq > since) && b.exclude != Some(conn));
-                let mut items = std::mem::take(&mut member.backlog);
-                for item in fresh {
-                    member.since = member.since.max(item.seq);
-                    push_keyed(&mut items, Arc::clone(item), &self.counters.replaced);
+                let (items, own) =
+                    latest_per_key(room.log.range(from..), since, conn, &self.counters.replaced);
+                member.next = end;
+                if let Some(newest) = items.iter().map(|b| b.seq).max() {
+                    member.since = member.since.max(newest);
                 }
-                if behind {
-                    // Behind (or past this tick's budget): hold the latest state per key
-                    // instead of a growing backlog.
-                    member.backlog = items;
+                if items.is_empty() {
                     continue;
                 }
-                if !items.is_empty() {
-                    served += 1;
-                }
-                match member.ws {
-                    Some((encoding, deflate)) if !items.is_empty() => {
-                        // Members that waited on the same ticks hold the same messages (the
-                        // rotation serves them one after another): one encode for all of them.
-                        let same = held.len() == items.len()
-                            && held.iter().zip(&items).all(|(a, b)| Arc::ptr_eq(a, b));
-                        if !same {
-                            held.clear();
-                            held.extend(items.iter().cloned());
-                            held_frames = Default::default();
-                        }
-                        let frame = held_frames[encoding.index() * 2 + usize::from(deflate)]
-                            .get_or_insert_with(|| {
-                                let bodies: Vec<&Bytes> = items.iter().map(|b| b.body(encoding)).collect();
-                                ws_frame(encoding, &batch_body(encoding, &bodies, ts), deflate)
-                            });
-                        out.send_frame_to(member.conn, frame);
-                        batches += 1;
+                served += 1;
+                let Some((encoding, deflate)) = member.ws else {
+                    for item in &items {
+                        out.send_raw_to(conn, item.frame(Variant::Sse));
                     }
-                    Some(_) => {}
-                    None => {
-                        for item in &items {
-                            out.send_raw_to(member.conn, item.frame(Variant::Sse));
+                    continue;
+                };
+                let encode = || {
+                    let bodies: Vec<&Bytes> = items.iter().map(|b| b.body(encoding)).collect();
+                    ws_frame(encoding, &batch_body(encoding, &bodies, ts), deflate)
+                };
+                let slot = encoding.index() * 2 + usize::from(deflate);
+                if !own {
+                    let at = match frames.iter().position(|(p, _)| *p == from as u64) {
+                        Some(at) => at,
+                        None => {
+                            frames.push((from as u64, Default::default()));
+                            frames.len() - 1
                         }
-                    }
+                    };
+                    let frame = frames[at].1[slot].get_or_insert_with(encode);
+                    out.send_frame_to(conn, frame);
+                } else {
+                    out.send_frame_to(conn, &encode());
                 }
+                batches += 1;
             }
             // Next tick starts with the first member this one could not serve.
             if let Some(i) = resume_at {
@@ -791,13 +791,18 @@ impl Hub {
             self.counters.batches.fetch_add(batches, Ordering::Relaxed);
             self.counters.deferred.fetch_add(deferred, Ordering::Relaxed);
             for member in &mut room.members {
-                if member.backlog.len() > TICK_BACKLOG {
+                if end - member.next > TICK_BACKLOG as u64 {
                     // Messages are never dropped silently: a member this far behind is closed
                     // as a slow consumer (its reconnect can resume from history).
-                    member.backlog = Vec::new();
+                    member.next = end;
                     out.close(member.conn, CloseCode::POLICY_VIOLATION, "slow consumer");
                 }
             }
+            // Forget what every member has been sent.
+            let oldest = room.members.iter().map(|m| m.next).min().unwrap_or(end);
+            let sent = (oldest - room.log_start) as usize;
+            room.log.drain(..sent);
+            room.log_start = oldest;
         }
         local.last_served = served;
         self.keepalive(local, out, now);
@@ -828,7 +833,8 @@ impl Hub {
         }
         let tick = self.is_tick_room(room);
         let entry = local.rooms.entry(name).or_insert_with(|| LocalRoom { tick, ..LocalRoom::default() });
-        entry.members.push(Member { conn, ws: None, since, backlog: Vec::new() });
+        let next = entry.log_end();
+        entry.members.push(Member { conn, ws: None, since, next });
         local.streams.push(conn);
     }
 
@@ -904,20 +910,27 @@ mod tests {
     }
 
     #[test]
-    fn a_newer_state_replaces_an_unsent_one_with_the_same_key() {
+    fn a_member_gets_the_newest_state_per_key_in_log_order() {
         let replaced = AtomicU64::new(0);
-        let make = |seq: u64, key: Option<&str>| {
+        let make = |seq: u64, key: Option<&str>, exclude: Option<ConnId>| {
             let mut b = Broadcast::new("game:1".into(), seq, "message", json!({"seq": seq}), 0);
             b.key = key.map(Arc::from);
+            b.exclude = exclude;
             Arc::new(b)
         };
-        let mut list = Vec::new();
-        push_keyed(&mut list, make(1, Some("pos")), &replaced);
-        push_keyed(&mut list, make(2, Some("hp")), &replaced);
-        push_keyed(&mut list, make(3, None), &replaced);
-        push_keyed(&mut list, make(4, Some("pos")), &replaced);
-        let seqs: Vec<u64> = list.iter().map(|b| b.seq).collect();
-        assert_eq!(seqs, vec![4, 2, 3]);
+        let me = ConnId::new(0, 1, 7);
+        let log = [
+            make(1, Some("pos"), None),
+            make(2, Some("hp"), None),
+            make(3, None, None),
+            make(4, Some("pos"), None),
+            make(5, None, Some(me)),
+        ];
+        let seqs = |items: &[&Arc<Broadcast>]| items.iter().map(|b| b.seq).collect::<Vec<_>>();
+        let (items, own) = latest_per_key(log[..4].iter(), 0, me, &replaced);
+        assert_eq!((seqs(&items), own), (vec![2, 3, 4], false), "pos@1 replaced by pos@4");
         assert_eq!(replaced.load(Ordering::Relaxed), 1);
+        let (items, own) = latest_per_key(log.iter(), 2, me, &replaced);
+        assert_eq!((seqs(&items), own), (vec![3, 4], true), "seq <= since and its own message left out");
     }
 }
