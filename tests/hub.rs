@@ -641,3 +641,31 @@ fn a_tick_over_its_budget_serves_members_in_turn_and_loses_no_message() {
         .expect("hibiki_tick_deferred_total in /metrics");
     assert!(deferred > 0, "the budget bound and members took turns");
 }
+
+#[test]
+fn a_tick_member_too_far_behind_is_closed_as_a_slow_consumer() {
+    let server = Server::builder()
+        .bind(common::local())
+        .threads(1)
+        .tick(Some(Duration::from_millis(20)))
+        .soft_outbound_limit(16 << 10)
+        // This reader only starts reading once everything is published: the close frame
+        // must still be there for it then.
+        .close_timeout(Duration::from_secs(60))
+        .start(ServeApp::new(ServeConfig::default()))
+        .unwrap();
+    let mut slow = Client::connect(&server, &[]);
+    slow.join("game:slow");
+    let mut publisher = Client::connect(&server, &[]);
+    // 40 MB of unkeyed messages: more than the kernel's buffers hold, so the member falls
+    // behind its outbound budget and waits in the room's log; nothing is dropped for it.
+    let data = "x".repeat(4096);
+    for _ in 0..10_000 {
+        publisher.send(json!({"type": "publish", "payload": {"room": "game:slow", "data": &data}}));
+    }
+    // Past 4,096 messages behind, it is closed as a slow consumer: what was not started is
+    // dropped and 1008 comes next, counted in /metrics.
+    assert_eq!(slow.peer.expect_close(), hibiki::proto::CloseCode::POLICY_VIOLATION);
+    let handle = server.handle();
+    assert!(eventually(5 * SEC, || handle.stats().snapshot().slow_consumer_closes == 1));
+}

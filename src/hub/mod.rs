@@ -23,7 +23,6 @@ use serde_json::{Value, json};
 
 use crate::app::auth::Identity;
 use crate::app::envelope::{self, Encoding, MessageId, Outgoing, decode, now_ms};
-use crate::proto::CloseCode;
 use crate::reactor::{ConnId, Message, Outbox};
 use broadcast::{Broadcast, Variant, batch_body, ws_frame};
 pub use store::{Broker, HistoryStore, PresenceStore, Resume};
@@ -795,7 +794,7 @@ impl Hub {
                     // Messages are never dropped silently: a member this far behind is closed
                     // as a slow consumer (its reconnect can resume from history).
                     member.next = end;
-                    out.close(member.conn, CloseCode::POLICY_VIOLATION, "slow consumer");
+                    out.close_slow_consumer(member.conn);
                 }
             }
             // Forget what every member has been sent.

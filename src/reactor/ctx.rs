@@ -239,6 +239,13 @@ impl<C: Send + 'static> Outbox<'_, C> {
         self.core.close(id, code, reason)
     }
 
+    /// Closes a connection that cannot keep up, as the engine does past the hard outbound
+    /// cap: what is queued and not started is dropped, close 1008 goes out next, and it is
+    /// counted as a slow-consumer close. False if it is gone or already closing.
+    pub fn close_slow_consumer(&mut self, id: ConnId) -> bool {
+        self.core.close_slow(id)
+    }
+
     /// The soft outbound budget: past it a connection is backpressured.
     pub fn soft_limit(&self) -> usize {
         self.core.config.soft_outbound_limit

@@ -216,6 +216,17 @@ impl<C: Send + 'static> Core<C> {
         self.close_key(key, code, reason)
     }
 
+    /// Closes a connection as a slow consumer: frames not yet started are dropped, 1008 goes
+    /// out next, counted in the stats.
+    pub(crate) fn close_slow(&mut self, id: ConnId) -> bool {
+        let Some(key) = self.key(id) else { return false };
+        if !matches!(self.conns[key].phase, Phase::Open(_)) || self.conns[key].closing_since.is_some() {
+            return false;
+        }
+        self.slow_consumer(key);
+        true
+    }
+
     fn close_key(&mut self, key: usize, code: CloseCode, reason: &str) -> bool {
         let corked = self.cork_owner == Some(key);
         let conn = &mut self.conns[key];
