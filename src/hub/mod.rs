@@ -273,35 +273,55 @@ impl HubLocal {
     }
 }
 
-/// The messages of `log` a member is owed (newer than `since`, not its own when it asked for
-/// no echo), keeping only the newest of each `key` (latest state wins); in log order. Also
-/// says whether anything was left out for this member in particular (then its batch is its
-/// own; otherwise it is the same for every member served from the same position).
-fn latest_per_key<'a>(
-    log: impl DoubleEndedIterator<Item = &'a Arc<Broadcast>>,
-    since: u64,
-    conn: ConnId,
-    replaced: &AtomicU64,
-) -> (Vec<&'a Arc<Broadcast>>, bool) {
-    let mut keys: Vec<&Arc<str>> = Vec::new();
-    let mut items: Vec<&Arc<Broadcast>> = Vec::new();
-    let mut own = false;
-    for item in log.rev() {
-        if (item.seq != 0 && item.seq <= since) || item.exclude == Some(conn) {
-            own = true;
-            continue;
-        }
-        if let Some(key) = &item.key {
-            if keys.contains(&key) {
-                replaced.fetch_add(1, Ordering::Relaxed);
-                continue;
+/// A tick's batch for a member, or for every member served from the same log position.
+struct TickBatch<'a> {
+    /// Where in the log it starts.
+    from: usize,
+    /// The messages, in log order, the newest of each `key` only.
+    items: Vec<&'a Arc<Broadcast>>,
+    /// The highest seq among them (0: none numbered).
+    newest: u64,
+    /// Keyed messages left out for a newer one with the same key.
+    replaced: u64,
+    /// The frame per variant, encoded on first use.
+    frames: [Option<Bytes>; 4],
+}
+
+impl<'a> TickBatch<'a> {
+    /// The messages of `log` from `from` on; with `(since, conn)`, only those that member is
+    /// owed (newer than `since`, not its own when it asked for no echo).
+    fn new(log: &'a VecDeque<Arc<Broadcast>>, from: usize, member: Option<(u64, ConnId)>) -> Self {
+        let mut keys: Vec<&Arc<str>> = Vec::new();
+        let mut items: Vec<&Arc<Broadcast>> = Vec::new();
+        let (mut newest, mut replaced) = (0, 0);
+        for item in log.range(from..).rev() {
+            if let Some((since, conn)) = member {
+                if (item.seq != 0 && item.seq <= since) || item.exclude == Some(conn) {
+                    continue;
+                }
             }
-            keys.push(key);
+            if let Some(key) = &item.key {
+                if keys.contains(&key) {
+                    replaced += 1;
+                    continue;
+                }
+                keys.push(key);
+            }
+            newest = newest.max(item.seq);
+            items.push(item);
         }
-        items.push(item);
+        items.reverse();
+        Self { from, items, newest, replaced, frames: Default::default() }
     }
-    items.reverse();
-    (items, own)
+
+    /// The batch frame for a variant, encoded once.
+    fn frame(&mut self, encoding: Encoding, deflate: bool, ts: u64) -> &Bytes {
+        let items = &self.items;
+        self.frames[encoding.index() * 2 + usize::from(deflate)].get_or_insert_with(|| {
+            let bodies: Vec<&Bytes> = items.iter().map(|b| b.body(encoding)).collect();
+            ws_frame(encoding, &batch_body(encoding, &bodies, ts), deflate)
+        })
+    }
 }
 
 fn envelope_frame<P: Serialize>(encoding: Encoding, kind: &str, id: Option<&MessageId>, payload: P) -> Bytes {
@@ -724,15 +744,16 @@ impl Hub {
                 room.log_start = end;
                 continue;
             }
-            // One encode per distinct position and variant for members that take the log as
-            // it is (nothing filtered out for them): members served on the same ticks share it.
-            let mut frames: Vec<(u64, [Option<Bytes>; 4])> = Vec::new();
+            let (log, log_start, members) = (&room.log, room.log_start, &mut room.members);
+            // Members served from the same position with nothing left out for them get the
+            // same batch: worked out and encoded once, however many members share it.
+            let mut shared: Vec<TickBatch<'_>> = Vec::new();
             let (mut batches, mut deferred) = (0, 0);
-            let n = room.members.len();
+            let n = members.len();
             let mut resume_at = None;
             for k in 0..n {
                 let i = (room.cursor + k) % n;
-                let member = &mut room.members[i];
+                let member = &mut members[i];
                 if member.next >= end {
                     continue;
                 }
@@ -745,43 +766,41 @@ impl Hub {
                     // Behind: it keeps its position and gets the latest state when it drains.
                     continue;
                 }
-                let from = (member.next - room.log_start) as usize;
+                let from = (member.next - log_start) as usize;
                 let (since, conn) = (member.since, member.conn);
-                let (items, own) =
-                    latest_per_key(room.log.range(from..), since, conn, &self.counters.replaced);
                 member.next = end;
-                if let Some(newest) = items.iter().map(|b| b.seq).max() {
-                    member.since = member.since.max(newest);
+                let owed_all =
+                    log.range(from..).all(|b| (b.seq == 0 || b.seq > since) && b.exclude != Some(conn));
+                let mut own;
+                let batch = if owed_all {
+                    let at = shared.iter().position(|b| b.from == from).unwrap_or_else(|| {
+                        shared.push(TickBatch::new(log, from, None));
+                        shared.len() - 1
+                    });
+                    &mut shared[at]
+                } else {
+                    own = TickBatch::new(log, from, Some((since, conn)));
+                    &mut own
+                };
+                if batch.replaced > 0 {
+                    self.counters.replaced.fetch_add(batch.replaced, Ordering::Relaxed);
                 }
-                if items.is_empty() {
+                member.since = member.since.max(batch.newest);
+                if batch.items.is_empty() {
                     continue;
                 }
                 served += 1;
-                let Some((encoding, deflate)) = member.ws else {
-                    for item in &items {
-                        out.send_raw_to(conn, item.frame(Variant::Sse));
+                match member.ws {
+                    Some((encoding, deflate)) => {
+                        out.send_frame_to(conn, batch.frame(encoding, deflate, ts));
+                        batches += 1;
                     }
-                    continue;
-                };
-                let encode = || {
-                    let bodies: Vec<&Bytes> = items.iter().map(|b| b.body(encoding)).collect();
-                    ws_frame(encoding, &batch_body(encoding, &bodies, ts), deflate)
-                };
-                let slot = encoding.index() * 2 + usize::from(deflate);
-                if !own {
-                    let at = match frames.iter().position(|(p, _)| *p == from as u64) {
-                        Some(at) => at,
-                        None => {
-                            frames.push((from as u64, Default::default()));
-                            frames.len() - 1
+                    None => {
+                        for item in &batch.items {
+                            out.send_raw_to(conn, item.frame(Variant::Sse));
                         }
-                    };
-                    let frame = frames[at].1[slot].get_or_insert_with(encode);
-                    out.send_frame_to(conn, frame);
-                } else {
-                    out.send_frame_to(conn, &encode());
+                    }
                 }
-                batches += 1;
             }
             // Next tick starts with the first member this one could not serve.
             if let Some(i) = resume_at {
@@ -789,18 +808,18 @@ impl Hub {
             }
             self.counters.batches.fetch_add(batches, Ordering::Relaxed);
             self.counters.deferred.fetch_add(deferred, Ordering::Relaxed);
-            for member in &mut room.members {
+            let mut oldest = end;
+            for member in members.iter_mut() {
                 if end - member.next > TICK_BACKLOG as u64 {
                     // Messages are never dropped silently: a member this far behind is closed
                     // as a slow consumer (its reconnect can resume from history).
                     member.next = end;
                     out.close_slow_consumer(member.conn);
                 }
+                oldest = oldest.min(member.next);
             }
             // Forget what every member has been sent.
-            let oldest = room.members.iter().map(|m| m.next).min().unwrap_or(end);
-            let sent = (oldest - room.log_start) as usize;
-            room.log.drain(..sent);
+            room.log.drain(..(oldest - room.log_start) as usize);
             room.log_start = oldest;
         }
         local.last_served = served;
@@ -910,7 +929,6 @@ mod tests {
 
     #[test]
     fn a_member_gets_the_newest_state_per_key_in_log_order() {
-        let replaced = AtomicU64::new(0);
         let make = |seq: u64, key: Option<&str>, exclude: Option<ConnId>| {
             let mut b = Broadcast::new("game:1".into(), seq, "message", json!({"seq": seq}), 0);
             b.key = key.map(Arc::from);
@@ -918,18 +936,24 @@ mod tests {
             Arc::new(b)
         };
         let me = ConnId::new(0, 1, 7);
-        let log = [
+        let log: VecDeque<Arc<Broadcast>> = [
             make(1, Some("pos"), None),
             make(2, Some("hp"), None),
             make(3, None, None),
             make(4, Some("pos"), None),
             make(5, None, Some(me)),
-        ];
-        let seqs = |items: &[&Arc<Broadcast>]| items.iter().map(|b| b.seq).collect::<Vec<_>>();
-        let (items, own) = latest_per_key(log[..4].iter(), 0, me, &replaced);
-        assert_eq!((seqs(&items), own), (vec![2, 3, 4], false), "pos@1 replaced by pos@4");
-        assert_eq!(replaced.load(Ordering::Relaxed), 1);
-        let (items, own) = latest_per_key(log.iter(), 2, me, &replaced);
-        assert_eq!((seqs(&items), own), (vec![3, 4], true), "seq <= since and its own message left out");
+        ]
+        .into();
+        let seqs = |batch: &TickBatch<'_>| batch.items.iter().map(|b| b.seq).collect::<Vec<_>>();
+        let all = TickBatch::new(&log, 0, None);
+        assert_eq!(
+            (seqs(&all), all.newest, all.replaced),
+            (vec![2, 3, 4, 5], 5, 1),
+            "pos@1 replaced by pos@4"
+        );
+        let mine = TickBatch::new(&log, 0, Some((2, me)));
+        assert_eq!((seqs(&mine), mine.newest), (vec![3, 4], 4), "seq <= since and its own message left out");
+        let later = TickBatch::new(&log, 3, None);
+        assert_eq!((seqs(&later), later.replaced), (vec![4, 5], 0), "from a later position");
     }
 }
