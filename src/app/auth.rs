@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use serde::Deserialize;
 
-use crate::hub::pattern_matches;
+use crate::hub::Identity;
 use crate::proto::handshake::request::Request;
 
 /// The claims hibiki reads from a token.
@@ -23,31 +23,6 @@ pub struct Claims {
     pub rooms: Option<Vec<String>>,
     /// Expiry (seconds since the epoch); required.
     pub exp: u64,
-}
-
-/// An authenticated (or anonymous) user.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    /// The user id.
-    pub user: Arc<str>,
-    /// A display name.
-    pub name: Option<String>,
-    /// Room patterns allowed; `None`: any.
-    pub rooms: Option<Vec<String>>,
-}
-
-impl Identity {
-    /// Whether this user may join `room`. `user:ID` rooms belong to their user alone (others
-    /// reach them with `direct`).
-    pub fn may_join(&self, room: &str) -> bool {
-        if let Some(owner) = room.strip_prefix("user:") {
-            return owner == &*self.user;
-        }
-        match &self.rooms {
-            None => true,
-            Some(patterns) => patterns.iter().any(|p| pattern_matches(p, room)),
-        }
-    }
 }
 
 /// Why a request was refused (answered with 401).

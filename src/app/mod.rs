@@ -9,7 +9,6 @@
 //! - anything else: 404.
 
 pub mod auth;
-pub mod envelope;
 pub mod metrics;
 mod serve;
 

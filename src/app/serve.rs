@@ -6,9 +6,9 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::auth::{Auth, query_param};
-use super::envelope::{Encoding, JSON_PROTOCOL, MSGPACK_PROTOCOL};
 use super::metrics;
 use crate::hub::broadcast::Broadcast;
+use crate::hub::envelope::{Encoding, JSON_PROTOCOL, MSGPACK_PROTOCOL};
 use crate::hub::{Hub, HubConfig, HubLocal, Session, Stores};
 use crate::proto::CloseCode;
 use crate::proto::frame::{OpCode, encode_frame_bytes};

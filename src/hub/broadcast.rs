@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
 
-use crate::app::envelope::{self, Encoding, Outgoing};
+use super::envelope::{self, Encoding, Outgoing};
 use crate::proto::deflate::compress_shared;
 use crate::proto::frame::{FrameHeader, OpCode, encode_frame_bytes};
 use crate::reactor::ConnId;

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::broadcast::Broadcast;
-use crate::app::envelope::MessageId;
+use super::envelope::MessageId;
 
 /// How a broker hands a message to a worker of this process: `(worker, message)`.
 pub type Deliver = Box<dyn Fn(usize, Arc<Broadcast>) + Send + Sync>;
