@@ -94,7 +94,7 @@ impl Hub {
     ///
     /// A tick's work is bounded so the tick rate holds under load: `last_work` (how long the
     /// previous tick took, writes included) sets how many members this tick serves, aiming at
-    /// [`HubConfig::tick_share`] of a period. Members past the budget keep their messages (latest state per key) and
+    /// [`HubConfig::tick_share`](super::HubConfig::tick_share) of a period. Members past the budget keep their messages (latest state per key) and
     /// are served first next tick, so every member gets its turn.
     pub fn on_tick(
         &self,
