@@ -9,7 +9,7 @@ use super::auth::{Auth, query_param};
 use super::metrics;
 use crate::hub::broadcast::Broadcast;
 use crate::hub::envelope::{Encoding, JSON_PROTOCOL, MSGPACK_PROTOCOL};
-use crate::hub::{Hub, HubConfig, HubLocal, Session, Stores};
+use crate::hub::{Hub, HubConfig, HubLocal, Publish, Session, Stores};
 use crate::proto::CloseCode;
 use crate::proto::frame::{OpCode, encode_frame_bytes};
 use crate::reactor::{
@@ -124,8 +124,15 @@ impl ServeApp {
             return HttpResponse::text(400, "body.room must be a non-empty string\n");
         };
         let data = body.get("data").cloned().unwrap_or(Value::Null);
-        let seq = self.hub.publish(room, data, &Arc::from("server"), None, true, false, None, None);
-        HttpResponse::with_type(200, "application/json", json!({"room": room, "seq": seq}).to_string())
+        let from: Arc<str> = Arc::from("server");
+        match self.hub.publish(Publish::new(room, &from, data)) {
+            Ok(seq) => HttpResponse::with_type(
+                200,
+                "application/json",
+                json!({"room": room, "seq": seq}).to_string(),
+            ),
+            Err(e) => HttpResponse::text(409, format!("{}\n", e.message)),
+        }
     }
 
     fn upgrade_hub(&self, request: &HttpRequest<'_, '_, '_>) -> Decision<Route> {
@@ -136,8 +143,12 @@ impl ServeApp {
             Ok(identity) => identity,
             Err(e) => return Decision::Respond(HttpResponse::text(401, format!("{e}\n"))),
         };
-        let offered = request.head.upgrade().map(|u| u.select_protocol(&[MSGPACK_PROTOCOL, JSON_PROTOCOL]));
-        let (encoding, protocol) = match offered.ok().flatten() {
+        // The first protocol in the client's list that the server knows wins.
+        let offered = request.head.upgrade().ok().and_then(|u| {
+            u.protocols()
+                .find_map(|p| [JSON_PROTOCOL, MSGPACK_PROTOCOL].into_iter().find(|known| *known == p))
+        });
+        let (encoding, protocol) = match offered {
             Some(MSGPACK_PROTOCOL) => (Encoding::MsgPack, Some(MSGPACK_PROTOCOL)),
             Some(p) => (Encoding::Json, Some(p)),
             None => (Encoding::Json, None),

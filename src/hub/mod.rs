@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use crate::reactor::ConnId;
 use broadcast::Broadcast;
-pub use commands::{HubError, Session};
+pub use commands::{ErrorCode, HubError, Session};
 use envelope::MessageId;
 use envelope::now_ms;
 pub use identity::{Identity, pattern_matches};
@@ -51,7 +51,7 @@ pub struct HubConfig {
     /// from a tick to its last delivery and leaves the rest of the period for reading and
     /// publishing. Default 0.5.
     pub tick_share: f64,
-    /// Rooms one connection may join. Default 256.
+    /// Rooms one connection may join, besides its own `user:ID` room. Default 256.
     pub max_rooms_per_connection: usize,
     /// Past this many users in a room, joins and leaves are no longer announced to every
     /// member and `presence` carries the count without the list: announcing each of N joins
@@ -118,6 +118,35 @@ impl std::fmt::Debug for Stores {
     }
 }
 
+/// A message to publish, as [`Hub::publish`] takes it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Publish<'a> {
+    /// The room.
+    pub room: &'a str,
+    /// What every member receives as `data`.
+    pub data: Value,
+    /// The publisher's user id (`from`).
+    pub from: &'a Arc<str>,
+    /// The publishing connection, if any: left out when `echo` is false.
+    pub sender: Option<ConnId>,
+    /// Whether the sending connection receives its own message. Default true.
+    pub echo: bool,
+    /// Unnumbered, not kept, droppable for a slow consumer. Default false.
+    pub volatile: bool,
+    /// Tick rooms: a newer message with the same key replaces an unsent older one.
+    pub key: Option<Arc<str>>,
+    /// The client's id and the message's fingerprint: a repeat is not published twice.
+    pub id: Option<(&'a MessageId, u64)>,
+}
+
+impl<'a> Publish<'a> {
+    /// A numbered message from `from` to `room`, echoed to its sender, without an id.
+    pub fn new(room: &'a str, from: &'a Arc<str>, data: Value) -> Self {
+        Self { room, data, from, sender: None, echo: true, volatile: false, key: None, id: None }
+    }
+}
+
 /// The shared part of the hub.
 pub struct Hub {
     config: HubConfig,
@@ -164,22 +193,16 @@ impl Hub {
     }
 
     /// Numbers, stores and fans out a message. Returns its seq (0 for volatile messages,
-    /// which are neither numbered nor kept). A repeated `(user, id)` returns the first seq
-    /// without publishing again.
-    #[allow(clippy::too_many_arguments)]
-    pub fn publish(
-        &self,
-        room: &str,
-        data: Value,
-        from: &Arc<str>,
-        sender: Option<ConnId>,
-        echo: bool,
-        volatile: bool,
-        key: Option<Arc<str>>,
-        id: Option<&MessageId>,
-    ) -> u64 {
+    /// which are neither numbered nor kept).
+    ///
+    /// # Errors
+    ///
+    /// `id_reused` when the same `(user, id)` was published before with another message;
+    /// a repeat of the same message returns the first seq without publishing again.
+    pub fn publish(&self, publish: Publish<'_>) -> Result<u64, HubError> {
+        let Publish { room, data, from, sender, echo, volatile, key, id } = publish;
         let room: Arc<str> = Arc::from(room);
-        let options = PublishOptions { volatile, dedup: id.map(|id| (from, id)) };
+        let options = PublishOptions { volatile, dedup: id.map(|(id, print)| (from, id, print)) };
         let (mut data, mut key) = (Some(data), key);
         let mut make = |seq: u64| {
             let ts = now_ms();
@@ -192,7 +215,12 @@ impl Hub {
             self.counters.published.fetch_add(1, Ordering::Relaxed);
             message
         };
-        self.stores.broker.publish(&room, options, &mut make, &*self.stores.history)
+        self.stores.broker.publish(&room, options, &mut make, &*self.stores.history).map_err(|reused| {
+            HubError {
+                seq: Some(reused.seq),
+                ..HubError::new(ErrorCode::IdReused, "this id was used for another message")
+            }
+        })
     }
 
     /// Sends an event outside the numbered stream (presence, typing, read receipts).

@@ -24,9 +24,17 @@ pub type Deliver = Box<dyn Fn(usize, Arc<Broadcast>) + Send + Sync>;
 pub struct PublishOptions<'a> {
     /// Unnumbered and not kept in history (seq 0).
     pub volatile: bool,
-    /// `(user, client message id)`: a repeat of a publish already done returns its seq
-    /// without publishing again (idempotent retries, also across reconnects).
-    pub dedup: Option<(&'a Arc<str>, &'a MessageId)>,
+    /// `(user, client message id, fingerprint of the message)`: a repeat of a publish already
+    /// done returns its seq without publishing again (idempotent retries, also across
+    /// reconnects); the same id with another fingerprint is refused with [`IdReused`].
+    pub dedup: Option<(&'a Arc<str>, &'a MessageId, u64)>,
+}
+
+/// A publish under a `(user, id)` that an earlier, different message used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdReused {
+    /// The seq the first message got.
+    pub seq: u64,
 }
 
 /// Fan-out and numbering of a room's messages.
@@ -44,14 +52,18 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Numbers a message (unless volatile), appends it to `history`, and delivers it to every
     /// worker with members, in one order per room. `make` builds the message for its seq.
-    /// Returns the seq (0 for volatile), or the first publish's seq for a duplicate.
+    /// Returns the seq (0 for volatile), or the first publish's seq for a repeat.
+    ///
+    /// # Errors
+    ///
+    /// [`IdReused`] when the dedup key came with another message before.
     fn publish(
         &self,
         room: &Arc<str>,
         options: PublishOptions<'_>,
         make: &mut dyn FnMut(u64) -> Broadcast,
         history: &dyn HistoryStore,
-    ) -> u64;
+    ) -> Result<u64, IdReused>;
 
     /// Delivers an unnumbered event (presence, typing, read receipts) to the room's workers.
     fn emit(&self, room: &str, event: Arc<Broadcast>);
@@ -128,8 +140,8 @@ struct BrokerRoom {
     seq: u64,
     /// Members per worker: a message is posted only to workers that have some.
     workers: Vec<u32>,
-    /// `(user, client id) -> seq` of recent publishes, oldest first.
-    recent: VecDeque<((Arc<str>, MessageId), u64)>,
+    /// `(user, client id) -> (fingerprint, seq)` of recent publishes, oldest first.
+    recent: VecDeque<((Arc<str>, MessageId), u64, u64)>,
 }
 
 /// The in-memory broker: one mutex per room, held while a message is numbered, stored and
@@ -209,13 +221,13 @@ impl Broker for MemoryBroker {
         options: PublishOptions<'_>,
         make: &mut dyn FnMut(u64) -> Broadcast,
         history: &dyn HistoryStore,
-    ) -> u64 {
+    ) -> Result<u64, IdReused> {
         let shared = self.room(room, Some(history));
         let mut state = lock(&shared);
-        if let Some((user, id)) = options.dedup {
-            let earlier = state.recent.iter().rev().find(|((u, i), _)| u == user && i == id);
-            if let Some((_, seq)) = earlier {
-                return *seq;
+        if let Some((user, id, print)) = options.dedup {
+            let earlier = state.recent.iter().rev().find(|((u, i), _, _)| u == user && i == id);
+            if let Some(&(_, first, seq)) = earlier {
+                return if first == print { Ok(seq) } else { Err(IdReused { seq }) };
             }
         }
         let seq = if options.volatile {
@@ -227,15 +239,15 @@ impl Broker for MemoryBroker {
         let message = Arc::new(make(seq));
         if !options.volatile {
             history.append(room, Arc::clone(&message));
-            if let Some((user, id)) = options.dedup {
+            if let Some((user, id, print)) = options.dedup {
                 if state.recent.len() == RECENT_IDS {
                     state.recent.pop_front();
                 }
-                state.recent.push_back(((Arc::clone(user), id.clone()), seq));
+                state.recent.push_back(((Arc::clone(user), id.clone()), print, seq));
             }
         }
         self.post(&state.workers, &message);
-        seq
+        Ok(seq)
     }
 
     fn emit(&self, room: &str, event: Arc<Broadcast>) {
@@ -434,11 +446,18 @@ mod tests {
         assert_eq!(broker.subscribe(&room, 1), 0);
         let user: Arc<str> = "ann".into();
         let id = MessageId::Text("m1".into());
-        let options = PublishOptions { volatile: false, dedup: Some((&user, &id)) };
-        assert_eq!(broker.publish(&room, options, &mut |seq| message(&room, seq), &history), 1);
-        assert_eq!(broker.publish(&room, options, &mut |seq| message(&room, seq), &history), 1, "a retry");
+        let options = PublishOptions { volatile: false, dedup: Some((&user, &id, 7)) };
+        assert_eq!(broker.publish(&room, options, &mut |seq| message(&room, seq), &history), Ok(1));
+        assert_eq!(
+            broker.publish(&room, options, &mut |seq| message(&room, seq), &history),
+            Ok(1),
+            "a retry"
+        );
+        let other = PublishOptions { volatile: false, dedup: Some((&user, &id, 8)) };
+        let reused = broker.publish(&room, other, &mut |seq| message(&room, seq), &history);
+        assert_eq!(reused, Err(IdReused { seq: 1 }), "the same id with another message");
         let volatile = PublishOptions { volatile: true, dedup: None };
-        assert_eq!(broker.publish(&room, volatile, &mut |seq| message(&room, seq), &history), 0);
+        assert_eq!(broker.publish(&room, volatile, &mut |seq| message(&room, seq), &history), Ok(0));
         assert_eq!(*got.lock().unwrap(), vec![(1, 1), (1, 0)], "only worker 1 has members");
         assert_eq!(history.kept(), 1, "volatile messages are not kept");
         assert_eq!(broker.subscribe(&room, 0), 1, "a new member starts after seq 1");
@@ -452,7 +471,7 @@ mod tests {
         broker.start(1, Box::new(|_, _| {}));
         let plain = PublishOptions { volatile: false, dedup: None };
         broker.subscribe(&room, 0);
-        broker.publish(&room, plain, &mut |seq| message(&room, seq), &history);
+        assert_eq!(broker.publish(&room, plain, &mut |seq| message(&room, seq), &history), Ok(1));
         broker.unsubscribe("chat:1", 0, &history);
         assert_eq!(broker.room_count(), 1, "kept: its history is not empty");
         let other: Arc<str> = "user:9".into();
@@ -461,7 +480,7 @@ mod tests {
         assert_eq!(broker.room_count(), 1, "a room with no members and no history is forgotten");
         let fresh = MemoryBroker::default();
         fresh.start(1, Box::new(|_, _| {}));
-        assert_eq!(fresh.publish(&room, plain, &mut |seq| message(&room, seq), &history), 2);
+        assert_eq!(fresh.publish(&room, plain, &mut |seq| message(&room, seq), &history), Ok(2));
     }
 
     #[test]
