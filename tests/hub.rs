@@ -2,12 +2,18 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::app::{Client, SEC, jwt_server, server, server_with, token};
 use common::{Peer, eventually, http, status_of};
 use hibiki::app::{ServeApp, ServeConfig};
+use hibiki::hub::Broker;
 use hibiki::hub::HubConfig;
+use hibiki::hub::store::{
+    Dedup, Epoch, MemoryBroker, NodeId, Position, Publication, PublishError, Replay, Reply, Since, Sink,
+    StoreError, Ticket,
+};
 use hibiki::proto::MessageKind;
 use hibiki::reactor::Server;
 use serde_json::{Value, json};
@@ -402,39 +408,60 @@ fn sse_streams_a_tick_room_too() {
 /// A broker of one's own behind the seam: the in-memory one, with every call counted.
 #[derive(Default)]
 struct CountingBroker {
-    inner: hibiki::hub::store::MemoryBroker,
-    calls: std::sync::Mutex<Vec<String>>,
+    inner: MemoryBroker,
+    calls: Mutex<Vec<String>>,
 }
 
-impl hibiki::hub::Broker for CountingBroker {
-    fn start(&self, workers: usize, deliver: hibiki::hub::store::Deliver) {
-        self.calls.lock().unwrap().push(format!("start {workers}"));
-        self.inner.start(workers, deliver);
+impl CountingBroker {
+    fn note(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
     }
-    fn subscribe(&self, room: &std::sync::Arc<str>, worker: usize) -> u64 {
-        self.calls.lock().unwrap().push(format!("subscribe {room}"));
-        self.inner.subscribe(room, worker)
+}
+
+impl Broker for CountingBroker {
+    fn start(&self, node: &NodeId, workers: usize, sink: Sink) {
+        self.note(format!("start {workers}"));
+        self.inner.start(node, workers, sink);
     }
-    fn unsubscribe(&self, room: &str, worker: usize, history: &dyn hibiki::hub::HistoryStore) {
-        self.calls.lock().unwrap().push(format!("unsubscribe {room}"));
-        self.inner.unsubscribe(room, worker, history)
+    fn subscribe(
+        &self,
+        room: &Arc<str>,
+        worker: usize,
+        since: Since,
+        ticket: Ticket,
+    ) -> Reply<Result<Replay, StoreError>> {
+        self.note(format!("subscribe {room}"));
+        self.inner.subscribe(room, worker, since, ticket)
+    }
+    fn unsubscribe(&self, room: &Arc<str>, worker: usize) {
+        self.note(format!("unsubscribe {room}"));
+        self.inner.unsubscribe(room, worker)
     }
     fn publish(
         &self,
-        room: &std::sync::Arc<str>,
-        options: hibiki::hub::store::PublishOptions<'_>,
-        make: &mut dyn FnMut(u64) -> hibiki::hub::broadcast::Broadcast,
-        history: &dyn hibiki::hub::HistoryStore,
-    ) -> Result<u64, hibiki::hub::store::IdReused> {
-        self.calls.lock().unwrap().push(format!("publish {room}"));
-        self.inner.publish(room, options, make, history)
+        publication: Publication,
+        dedup: Option<Dedup<'_>>,
+        ticket: Ticket,
+    ) -> Reply<Result<Position, PublishError>> {
+        self.note(format!("publish {}", publication.room));
+        self.inner.publish(publication, dedup, ticket)
     }
-    fn emit(&self, room: &str, event: std::sync::Arc<hibiki::hub::broadcast::Broadcast>) {
-        self.calls.lock().unwrap().push(format!("emit {room} {}", event.kind));
-        self.inner.emit(room, event)
+    fn history(
+        &self,
+        room: &Arc<str>,
+        after: u64,
+        epoch: Option<&Epoch>,
+        ticket: Ticket,
+    ) -> Reply<Result<Replay, StoreError>> {
+        self.note(format!("history {room}"));
+        self.inner.history(room, after, epoch, ticket)
     }
-    fn room_count(&self) -> usize {
-        self.inner.room_count()
+    fn emit(&self, publication: Publication) {
+        self.note(format!("emit {} {}", publication.room, publication.kind.as_str()));
+        self.inner.emit(publication)
+    }
+    fn kept(&self) -> Option<u64> {
+        self.inner.kept()
     }
 }
 
@@ -442,9 +469,8 @@ impl hibiki::hub::Broker for CountingBroker {
 fn room_state_goes_through_the_stores_seam() {
     let config = ServeConfig::default();
     let mut stores = hibiki::hub::Stores::memory(&config.hub);
-    let broker = std::sync::Arc::new(CountingBroker::default());
+    let broker = Arc::new(CountingBroker::default());
     stores.broker = broker.clone();
-    let history = stores.history.clone();
     let server = Server::builder()
         .bind(common::local())
         .threads(2)
@@ -457,7 +483,7 @@ fn room_state_goes_through_the_stores_seam() {
     let ack = a.request("publish", "p1", json!({"room": "chat:seam", "data": "hi"}));
     assert_eq!(ack["seq"], 1);
     assert_eq!(b.expect("message")["payload"]["data"], "hi");
-    assert_eq!(history.kept(), 1, "the message is in the history store given");
+    assert_eq!(broker.kept(), Some(1), "the message is in the broker's history");
     b.close();
     assert!(eventually(5 * SEC, || broker
         .calls

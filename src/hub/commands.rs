@@ -1,18 +1,22 @@
-//! What a client sends on `/ws`: each command, its checks, and its one `ack`.
+//! What a client sends on `/ws`: each command, its checks, and its one `ack` — now, or when
+//! the stores answer.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::broadcast::{Broadcast, Variant, ws_frame};
+use super::broadcast::ws_frame;
+use super::command::Command;
 use super::envelope::{self, Encoding, MessageId, Outgoing, decode, fingerprint, now_ms};
 use super::identity::Identity;
-use super::rooms::{LocalRoom, Member};
-use super::{Hub, HubLocal, Publish, Resume};
-use crate::reactor::{ConnId, Message, Outbox};
+use super::pending::{JoinKind, Pending};
+use super::store::{Kind, PresenceEntry, Reply};
+use super::{Hub, HubLocal, Out, Publish};
+use crate::reactor::{ConnId, Message};
 
 /// Acks a connection remembers, for idempotent retries: a repeated id among the last 128
 /// answered gets the same answer again (or `id_reused` when the message differs).
@@ -33,10 +37,13 @@ pub enum ErrorCode {
     NotJoined,
     /// Past the rooms one connection may join.
     TooManyRooms,
-    /// A resume that history can no longer serve in full.
+    /// A resume that history can no longer serve in full, or a hole in a room's stream that
+    /// could not be filled.
     HistoryGap,
     /// An id already used for another message.
     IdReused,
+    /// Room state cannot be reached now (the store is down or slow): nothing took effect.
+    Unavailable,
 }
 
 /// A refusal, answered with a failed `ack` (or an `error` for a message without an id).
@@ -52,11 +59,14 @@ pub struct HubError {
     /// `history_gap`: the room's seq; `id_reused`: the seq the id's first message got.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// `history_gap`: the room's epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }
 
 impl HubError {
     pub(super) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), oldest: None, seq: None }
+        Self { code, message: message.into(), oldest: None, seq: None, epoch: None }
     }
 }
 
@@ -67,16 +77,25 @@ pub struct Session {
     pub identity: Identity,
     /// How envelopes are encoded.
     pub encoding: Encoding,
-    deflate: bool,
-    joined: Vec<Arc<str>>,
+    pub(super) deflate: bool,
+    pub(super) joined: Vec<Arc<str>>,
     /// The last acks sent: id, fingerprint of the message it answered, the ack frame.
     acks: VecDeque<(MessageId, u64, Bytes)>,
+    /// Ids whose answer waits for the stores, with the fingerprint of their message.
+    in_flight: Vec<(MessageId, u64)>,
 }
 
 impl Session {
     /// A session for an authenticated connection.
     pub fn new(identity: Identity, encoding: Encoding) -> Self {
-        Self { identity, encoding, deflate: false, joined: Vec::new(), acks: VecDeque::new() }
+        Self {
+            identity,
+            encoding,
+            deflate: false,
+            joined: Vec::new(),
+            acks: VecDeque::new(),
+            in_flight: Vec::new(),
+        }
     }
 
     /// Rooms joined, the connection's own `user:ID` room included.
@@ -89,20 +108,26 @@ impl Session {
     fn owns(&self, room: &str) -> bool {
         room.strip_prefix("user:") == Some(&*self.identity.user)
     }
-}
 
-/// What a command did: the ack's answer, whether the connection is now in the room (told to
-/// a `resume`), and messages to send after the ack (a resume's replay).
-struct Outcome {
-    result: Result<Option<u64>, HubError>,
-    joined: Option<bool>,
-    replay: Vec<Arc<Broadcast>>,
-}
-
-impl From<Result<Option<u64>, HubError>> for Outcome {
-    fn from(result: Result<Option<u64>, HubError>) -> Self {
-        Self { result, joined: None, replay: Vec::new() }
+    pub(super) fn entry(&self, node: &super::store::NodeId, conn: ConnId) -> PresenceEntry {
+        PresenceEntry {
+            node: node.clone(),
+            conn: conn.as_u64(),
+            user: Arc::clone(&self.identity.user),
+            name: self.identity.name.as_deref().map(Arc::from),
+        }
     }
+}
+
+/// How a command was answered.
+pub(super) enum Answer {
+    /// Ack with this (or send an `error` without an id), saying whether the connection is
+    /// in the room when that is asked (a resume).
+    Ack(Result<Option<u64>, HubError>, Option<bool>),
+    /// Already answered.
+    Sent,
+    /// A store answers later; the pending operation will answer.
+    Later,
 }
 
 /// The payload of an `ack`.
@@ -113,342 +138,334 @@ struct AckPayload<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     seq: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a HubError>,
     #[serde(skip_serializing_if = "Option::is_none")]
     joined: Option<bool>,
 }
 
-fn envelope_frame<P: Serialize>(encoding: Encoding, kind: &str, id: Option<&MessageId>, payload: P) -> Bytes {
+pub(super) fn envelope_frame<P: Serialize>(
+    encoding: Encoding,
+    kind: &str,
+    id: Option<&MessageId>,
+    payload: P,
+) -> Bytes {
     let body = envelope::encode(encoding, &Outgoing { kind, id, payload, ts: now_ms() });
     ws_frame(encoding, &body, false)
 }
 
-fn ack_frame(
-    encoding: Encoding,
-    id: &MessageId,
-    result: &Result<Option<u64>, HubError>,
-    joined: Option<bool>,
-) -> Bytes {
-    let payload = match result {
-        Ok(seq) => AckPayload { id, ok: true, seq: *seq, error: None, joined },
-        Err(e) => AckPayload { id, ok: false, seq: None, error: Some(e), joined },
+/// What an ack says: its result, the epoch its seq belongs to, and (resumes) whether the
+/// connection is in the room.
+pub(super) struct AckBody<'a> {
+    pub(super) result: &'a Result<Option<u64>, HubError>,
+    pub(super) epoch: Option<&'a str>,
+    pub(super) joined: Option<bool>,
+}
+
+fn ack_frame(encoding: Encoding, id: &MessageId, body: &AckBody<'_>) -> Bytes {
+    let payload = match body.result {
+        Ok(seq) => {
+            AckPayload { id, ok: true, seq: *seq, epoch: body.epoch, error: None, joined: body.joined }
+        }
+        Err(e) => AckPayload { id, ok: false, seq: None, epoch: None, error: Some(e), joined: body.joined },
     };
     envelope_frame(encoding, "ack", Some(id), payload)
 }
 
-fn str_field<'a>(payload: &'a Value, name: &str) -> Result<&'a str, HubError> {
-    payload.get(name).and_then(Value::as_str).filter(|s| !s.is_empty() && s.len() <= 256).ok_or_else(|| {
-        HubError::new(ErrorCode::BadRequest, format!("payload.{name} must be a non-empty string"))
-    })
-}
-
-fn seq_field(payload: &Value, name: &str) -> Result<u64, HubError> {
-    payload
-        .get(name)
-        .and_then(Value::as_u64)
-        .ok_or_else(|| HubError::new(ErrorCode::BadRequest, format!("payload.{name} must be a number")))
-}
-
 impl Hub {
     /// A connection opened: `welcome`, and its `user:ID` room for direct messages.
-    pub fn on_open(
-        &self,
-        local: &mut HubLocal,
-        out: &mut Outbox<'_, impl Send + 'static>,
-        conn: ConnId,
-        s: &mut Session,
-    ) {
-        s.deflate = out_is_compressed(out, conn);
+    pub fn on_open(&self, local: &mut HubLocal, out: &mut impl Out, conn: ConnId, mut session: Session) {
+        session.deflate = out.is_compressed(conn);
+        let s = &session;
         let welcome = json!({"conn": conn.to_string(), "user": &*s.identity.user, "name": s.identity.name});
-        out.send_frame_to(conn, &envelope_frame(s.encoding, "welcome", None, welcome));
+        out.send_frame(conn, &envelope_frame(s.encoding, "welcome", None, welcome));
         let own = format!("user:{}", s.identity.user);
-        let _ = self.join(local, out, conn, s, &own, false);
+        local.sessions.insert(conn, session);
+        let _ = self.join(local, out, conn, &own, JoinKind::Own, None);
     }
 
     /// A connection closed: it leaves every room (the others see `user_left` when it was the
-    /// user's last connection there).
-    pub fn on_close(&self, local: &mut HubLocal, conn: ConnId, s: &mut Session) {
+    /// user's last connection there). Answers still pending for it are dropped.
+    pub fn on_close(&self, local: &mut HubLocal, conn: ConnId) {
+        let Some(mut s) = local.sessions.remove(&conn) else { return };
         for room in std::mem::take(&mut s.joined) {
-            self.leave_room(local, conn, s, &room);
+            self.leave_room(local, conn, &s, &room);
         }
     }
 
     /// Handles one client message; every message with an `id` gets exactly one `ack`.
-    pub fn on_message(
-        &self,
-        local: &mut HubLocal,
-        out: &mut Outbox<'_, impl Send + 'static>,
-        conn: ConnId,
-        s: &mut Session,
-        message: &Message,
-    ) {
-        let incoming = match decode(s.encoding, message.kind, &message.data) {
+    pub fn on_message(&self, local: &mut HubLocal, out: &mut impl Out, conn: ConnId, message: &Message) {
+        let Some(s) = local.sessions.get_mut(&conn) else { return };
+        let encoding = s.encoding;
+        let mut incoming = match decode(encoding, message.kind, &message.data) {
             Ok(incoming) => incoming,
             Err(e) => {
                 let error = HubError::new(ErrorCode::BadRequest, e.message);
                 let frame = match &e.id {
-                    Some(id) => ack_frame(s.encoding, id, &Err(error), None),
-                    None => envelope_frame(s.encoding, "error", None, &error),
+                    Some(id) => {
+                        ack_frame(encoding, id, &AckBody { result: &Err(error), epoch: None, joined: None })
+                    }
+                    None => envelope_frame(encoding, "error", None, &error),
                 };
-                out.send_frame_to(conn, &frame);
+                out.send_frame(conn, &frame);
                 return;
             }
         };
-        let p = &incoming.payload;
-        let id = incoming.id.as_ref().map(|id| (id, fingerprint(&incoming.kind, p)));
-        if let Some((id, print)) = id {
+        let id = incoming.id.take().map(|id| {
+            let print = fingerprint(&incoming.kind, &incoming.payload);
+            (id, print)
+        });
+        if let Some((id, print)) = &id {
             if let Some((_, first, ack)) = s.acks.iter().find(|(i, _, _)| i == id) {
-                let frame = if *first == print {
+                if first == print {
                     // A retry of something already done: the same answer, no second effect.
-                    ack.clone()
+                    out.send_frame(conn, &ack.clone());
                 } else {
-                    let error = HubError::new(
-                        ErrorCode::IdReused,
-                        "this id was used for another message on this connection",
-                    );
-                    ack_frame(s.encoding, id, &Err(error), None)
-                };
-                out.send_frame_to(conn, &frame);
+                    Self::refuse_reuse(out, conn, encoding, id);
+                }
+                return;
+            }
+            if let Some((_, first)) = s.in_flight.iter().find(|(i, _)| i == id) {
+                // A retry of something still in progress: it is answered when that completes.
+                if first != print {
+                    Self::refuse_reuse(out, conn, encoding, id);
+                }
                 return;
             }
         }
-        let outcome: Outcome = match incoming.kind.as_str() {
-            "join" => str_field(p, "room").and_then(|room| self.join(local, out, conn, s, room, true)).into(),
-            "leave" => str_field(p, "room").and_then(|room| self.leave(local, conn, s, room)).into(),
-            "publish" => self.client_publish(conn, s, p, id).into(),
-            "direct" => self.direct(s, p, id).into(),
-            "typing" => self.typing(conn, s, p).into(),
-            "read" => self.read(conn, s, p).into(),
-            "resume" => self.resume(local, out, conn, s, p),
-            "ping" => {
-                out.send_frame_to(conn, &envelope_frame(s.encoding, "pong", incoming.id.as_ref(), json!({})));
-                Ok(None).into()
-            }
-            other => {
-                Err(HubError::new(ErrorCode::UnknownType, format!("unknown message type {other:?}"))).into()
-            }
+        let data = incoming.payload.get_mut("data").map(Value::take).unwrap_or(Value::Null);
+        let answer = match Command::parse(&incoming.kind, &incoming.payload, data) {
+            Err(e) => Answer::Ack(Err(e), None),
+            Ok(command) => self.run(local, out, conn, command, id.as_ref()),
         };
-        match id {
-            Some((id, print)) => {
-                let ack = ack_frame(s.encoding, id, &outcome.result, outcome.joined);
-                out.send_frame_to(conn, &ack);
-                if s.acks.len() == ACK_CACHE {
-                    s.acks.pop_front();
-                }
-                s.acks.push_back((id.clone(), print, ack));
+        match answer {
+            Answer::Ack(result, joined) => {
+                self.answer(local, out, conn, id, &AckBody { result: &result, epoch: None, joined });
             }
-            None => {
-                if let Err(e) = &outcome.result {
-                    out.send_frame_to(conn, &envelope_frame(s.encoding, "error", None, e));
+            Answer::Sent => {}
+            Answer::Later => {
+                if let (Some(id), Some(s)) = (id, local.sessions.get_mut(&conn)) {
+                    s.in_flight.push(id);
                 }
             }
-        }
-        // A resume's replay comes after its ack, so the client knows where it starts.
-        let variant = Variant::Ws(s.encoding, s.deflate);
-        for message in &outcome.replay {
-            out.send_frame_to(conn, message.frame(variant));
         }
     }
 
+    fn refuse_reuse(out: &mut impl Out, conn: ConnId, encoding: Encoding, id: &MessageId) {
+        let error =
+            HubError::new(ErrorCode::IdReused, "this id was used for another message on this connection");
+        out.send_frame(
+            conn,
+            &ack_frame(encoding, id, &AckBody { result: &Err(error), epoch: None, joined: None }),
+        );
+    }
+
+    fn run(
+        &self,
+        local: &mut HubLocal,
+        out: &mut impl Out,
+        conn: ConnId,
+        command: Command<'_>,
+        id: Option<&(MessageId, u64)>,
+    ) -> Answer {
+        match command {
+            Command::Join { room } => self.join(local, out, conn, room, JoinKind::Join, id.cloned()),
+            Command::Resume { room, after, epoch } => {
+                self.join(local, out, conn, room, JoinKind::Resume { after, epoch }, id.cloned())
+            }
+            Command::Leave { room } => Answer::Ack(self.leave(local, conn, room), None),
+            Command::Publish { room, data, volatile, key, echo } => {
+                let Some(s) = local.sessions.get(&conn) else { return Answer::Sent };
+                if !s.identity.may_join(room) {
+                    let error =
+                        HubError::new(ErrorCode::Forbidden, format!("not allowed to publish to {room:?}"));
+                    return Answer::Ack(Err(error), None);
+                }
+                let from = Arc::clone(&s.identity.user);
+                let publish = Publish {
+                    sender: Some(conn),
+                    echo,
+                    volatile,
+                    key: key.map(Arc::from),
+                    id: id.map(|(id, print)| (id, *print)),
+                    ..Publish::new(room, &from, data)
+                };
+                self.publish_for(local, conn, publish)
+            }
+            Command::Direct { user, data } => {
+                let Some(s) = local.sessions.get(&conn) else { return Answer::Sent };
+                let from = Arc::clone(&s.identity.user);
+                let room = format!("user:{user}");
+                let publish =
+                    Publish { id: id.map(|(id, print)| (id, *print)), ..Publish::new(&room, &from, data) };
+                self.publish_for(local, conn, publish)
+            }
+            Command::Typing { room } => {
+                Answer::Ack(self.event(local, conn, room, Kind::UserTyping, Value::Null, true), None)
+            }
+            Command::Read { room, seq } => {
+                Answer::Ack(self.event(local, conn, room, Kind::MessagesRead, json!(seq), false), None)
+            }
+            Command::Ping => {
+                if let Some(s) = local.sessions.get(&conn) {
+                    let frame = envelope_frame(s.encoding, "pong", id.map(|(id, _)| id), json!({}));
+                    out.send_frame(conn, &frame);
+                }
+                Answer::Ack(Ok(None), None)
+            }
+        }
+    }
+
+    /// Publishes for a connection: acked now, or when the broker answers.
+    fn publish_for(&self, local: &mut HubLocal, conn: ConnId, publish: Publish<'_>) -> Answer {
+        let ticket = local.next_ticket();
+        let id = publish.id.map(|(id, print)| (id.clone(), print));
+        match self.publish(publish, ticket) {
+            Reply::Now(result) => Answer::Ack(result.map(|p| Some(p.seq)), None),
+            Reply::Later => {
+                local.pending.insert(Pending::Publish { conn, id });
+                Answer::Later
+            }
+        }
+    }
+
+    /// Sends the answer to a command with `id` (or an `error` for a failure without one),
+    /// and remembers it for retries.
+    pub(super) fn answer(
+        &self,
+        local: &mut HubLocal,
+        out: &mut impl Out,
+        conn: ConnId,
+        id: Option<(MessageId, u64)>,
+        body: &AckBody<'_>,
+    ) {
+        let Some(s) = local.sessions.get_mut(&conn) else { return };
+        match id {
+            Some((id, print)) => {
+                let ack = ack_frame(s.encoding, &id, body);
+                out.send_frame(conn, &ack);
+                s.in_flight.retain(|(i, _)| *i != id);
+                if s.acks.len() == ACK_CACHE {
+                    s.acks.pop_front();
+                }
+                s.acks.push_back((id, print, ack));
+            }
+            None => {
+                if let Err(e) = body.result {
+                    out.send_frame(conn, &envelope_frame(s.encoding, "error", None, e));
+                }
+            }
+        }
+    }
+
+    /// Starts a join (or resume, or the connection's own room): the member is added at
+    /// once, its live messages held until the broker's and the presence store's answers
+    /// arrive; then it is announced, acked and released (see `finish_join`).
     fn join(
         &self,
         local: &mut HubLocal,
-        out: &mut Outbox<'_, impl Send + 'static>,
+        out: &mut impl Out,
         conn: ConnId,
-        s: &mut Session,
         name: &str,
-        announce: bool,
-    ) -> Result<Option<u64>, HubError> {
+        kind: JoinKind,
+        id: Option<(MessageId, u64)>,
+    ) -> Answer {
+        let Some(s) = local.sessions.get(&conn) else { return Answer::Sent };
+        // A refused resume also says the connection is not in the room.
+        let resuming = matches!(kind, JoinKind::Resume { .. });
+        let refuse = |error: HubError| Answer::Ack(Err(error), resuming.then_some(false));
         if !s.identity.may_join(name) {
-            return Err(HubError::new(ErrorCode::Forbidden, format!("not allowed to join {name:?}")));
+            return refuse(HubError::new(ErrorCode::Forbidden, format!("not allowed to join {name:?}")));
         }
-        if s.joined.iter().any(|r| &**r == name) {
-            return Ok(None);
+        let already = s.joined.iter().any(|r| &**r == name);
+        if already && !resuming {
+            return Answer::Ack(Ok(None), None);
         }
         let max = self.config.max_rooms_per_connection;
-        if !s.owns(name) && s.joined.iter().filter(|r| !s.owns(r)).count() >= max {
-            return Err(HubError::new(
+        if !already && !s.owns(name) && s.joined.iter().filter(|r| !s.owns(r)).count() >= max {
+            return refuse(HubError::new(
                 ErrorCode::TooManyRooms,
                 format!("a connection may join {max} rooms (besides its own user: room)"),
             ));
         }
-        let name: Arc<str> = match local.rooms.get_key_value(name) {
-            Some((key, _)) => Arc::clone(key),
-            None => Arc::from(name),
-        };
-        let limit = self.config.presence_limit;
-        let since = self.stores.broker.subscribe(&name, local.worker);
-        let joined = self.stores.presence.add(&name, &s.identity.user, limit);
-        let (count, newcomer) = (joined.count, joined.newcomer);
+        let entry = s.entry(&self.config.node, conn);
         let ws = Some((s.encoding, s.deflate));
-        let tick = self.is_tick_room(&name);
-        let entry = local
-            .rooms
-            .entry(Arc::clone(&name))
-            .or_insert_with(|| LocalRoom { tick, ..LocalRoom::default() });
-        let next = entry.log_end();
-        entry.members.push(Member { conn, ws, since, next });
-        s.joined.push(Arc::clone(&name));
-        let name = &*name;
-        if announce {
-            let users: Option<Vec<&str>> = joined.users.as_ref().map(|u| u.iter().map(|u| &**u).collect());
-            let presence = json!({"room": name, "users": users, "count": count, "seq": since});
-            out.send_frame_to(conn, &envelope_frame(s.encoding, "presence", None, presence));
-            if newcomer && count <= limit {
-                let event = json!({"room": name, "user": &*s.identity.user, "name": s.identity.name});
-                self.emit(name, "user_joined", event, Some(conn), false);
-            }
+        if already {
+            // A resume of a room the connection is in: only the replay.
+            return self.start_join(local, out, conn, name, kind, id, None);
         }
-        Ok(None)
+        let room = self.add_member(local, name, conn, ws);
+        if let Some(s) = local.sessions.get_mut(&conn) {
+            s.joined.push(Arc::clone(&room));
+        }
+        self.start_join(local, out, conn, &room, kind, id, Some(entry))
     }
 
-    fn leave(
-        &self,
-        local: &mut HubLocal,
-        conn: ConnId,
-        s: &mut Session,
-        name: &str,
-    ) -> Result<Option<u64>, HubError> {
+    fn leave(&self, local: &mut HubLocal, conn: ConnId, name: &str) -> Result<Option<u64>, HubError> {
+        let Some(s) = local.sessions.get_mut(&conn) else { return Ok(None) };
         let Some(i) = s.joined.iter().position(|r| &**r == name) else {
             return Err(HubError::new(ErrorCode::NotJoined, format!("not in room {name:?}")));
         };
         let room = s.joined.swap_remove(i);
-        self.leave_room(local, conn, s, &room);
+        let Some(s) = local.sessions.remove(&conn) else { return Ok(None) };
+        self.leave_room(local, conn, &s, &room);
+        local.sessions.insert(conn, s);
         Ok(None)
     }
 
-    fn leave_room(&self, local: &mut HubLocal, conn: ConnId, s: &Session, name: &Arc<str>) {
-        if let Some(entry) = local.rooms.get_mut(name) {
-            entry.members.retain(|m| m.conn != conn);
-            if entry.members.is_empty() {
-                local.rooms.remove(name);
+    /// Takes a connection out of a room: locally, from the broker's routing and from
+    /// presence; the others see `user_left` when it was the user's last connection there
+    /// (announced only while the room is small enough to announce joins).
+    pub(super) fn leave_room(&self, local: &mut HubLocal, conn: ConnId, s: &Session, name: &Arc<str>) {
+        self.remove_member(local, conn, name);
+        self.stores.broker.unsubscribe(name, local.worker);
+        let entry = s.entry(&self.config.node, conn);
+        let ticket = local.next_ticket();
+        let key = local
+            .pending
+            .insert(Pending::Leave { room: Arc::clone(name), user: Arc::clone(&s.identity.user) });
+        if let Reply::Now(result) = self.stores.presence.remove(name, &entry, ticket) {
+            local.pending.remove(key);
+            self.left(name, &s.identity.user, result);
+        }
+    }
+
+    /// Presence answered a leave: announce it if it was the user's last connection.
+    pub(super) fn left(
+        &self,
+        room: &Arc<str>,
+        user: &Arc<str>,
+        result: Result<super::store::Left, super::store::StoreError>,
+    ) {
+        match result {
+            Ok(left)
+                if left.gone && left.count < self.config.presence_limit && !room.starts_with("user:") =>
+            {
+                self.emit(room, Kind::UserLeft, user, Value::Null, None, false);
+            }
+            Ok(_) => {}
+            Err(_) => {
+                self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.stores.broker.unsubscribe(name, local.worker, &*self.stores.history);
-        // Announced only while the room is small enough to announce joins.
-        let gone = self
-            .stores
-            .presence
-            .remove(name, &s.identity.user)
-            .is_some_and(|left| left < self.config.presence_limit);
-        if gone && !name.starts_with("user:") {
-            self.emit(
-                name,
-                "user_left",
-                json!({"room": &**name, "user": &*s.identity.user}),
-                Some(conn),
-                false,
-            );
-        }
     }
 
-    fn client_publish(
+    /// `typing` and `read`: an event to the other members of a room the connection is in.
+    fn event(
         &self,
+        local: &HubLocal,
         conn: ConnId,
-        s: &Session,
-        p: &Value,
-        id: Option<(&MessageId, u64)>,
+        room: &str,
+        kind: Kind,
+        data: Value,
+        volatile: bool,
     ) -> Result<Option<u64>, HubError> {
-        let room = str_field(p, "room")?;
-        if !s.identity.may_join(room) {
-            return Err(HubError::new(ErrorCode::Forbidden, format!("not allowed to publish to {room:?}")));
-        }
-        let publish = Publish {
-            sender: Some(conn),
-            echo: p.get("echo").and_then(Value::as_bool).unwrap_or(true),
-            volatile: p.get("volatile").and_then(Value::as_bool).unwrap_or(false),
-            key: p.get("key").and_then(Value::as_str).map(Arc::from),
-            id,
-            ..Publish::new(room, &s.identity.user, p.get("data").cloned().unwrap_or(Value::Null))
-        };
-        self.publish(publish).map(Some)
-    }
-
-    fn direct(&self, s: &Session, p: &Value, id: Option<(&MessageId, u64)>) -> Result<Option<u64>, HubError> {
-        let user = str_field(p, "user")?;
-        let room = format!("user:{user}");
-        let data = p.get("data").cloned().unwrap_or(Value::Null);
-        self.publish(Publish { id, ..Publish::new(&room, &s.identity.user, data) }).map(Some)
-    }
-
-    fn joined<'a>(s: &Session, p: &'a Value) -> Result<&'a str, HubError> {
-        let room = str_field(p, "room")?;
+        let Some(s) = local.sessions.get(&conn) else { return Ok(None) };
         if !s.joined.iter().any(|r| &**r == room) {
             return Err(HubError::new(ErrorCode::NotJoined, format!("not in room {room:?}")));
         }
-        Ok(room)
-    }
-
-    fn typing(&self, conn: ConnId, s: &Session, p: &Value) -> Result<Option<u64>, HubError> {
-        let room = Self::joined(s, p)?;
-        self.emit(room, "user_typing", json!({"room": room, "user": &*s.identity.user}), Some(conn), true);
+        self.emit(room, kind, &s.identity.user, data, Some(conn), volatile);
         Ok(None)
     }
-
-    fn read(&self, conn: ConnId, s: &Session, p: &Value) -> Result<Option<u64>, HubError> {
-        let room = Self::joined(s, p)?;
-        let seq = seq_field(p, "seq")?;
-        let event = json!({"room": room, "user": &*s.identity.user, "seq": seq});
-        self.emit(room, "messages_read", event, Some(conn), false);
-        Ok(None)
-    }
-
-    /// `resume {room, after}`: a join (announced like one) that first replays what the client
-    /// missed. The ack comes before the replay and says whether the connection is joined;
-    /// when history no longer reaches back to `after + 1` (or `after` is from an earlier
-    /// life of the room) it fails with `history_gap`, the connection stays joined, and what
-    /// history still has is replayed from `oldest`.
-    fn resume(
-        &self,
-        local: &mut HubLocal,
-        out: &mut Outbox<'_, impl Send + 'static>,
-        conn: ConnId,
-        s: &mut Session,
-        p: &Value,
-    ) -> Outcome {
-        let (room, after) = match str_field(p, "room").and_then(|r| Ok((r, seq_field(p, "after")?))) {
-            Ok(fields) => fields,
-            Err(e) => return Err(e).into(),
-        };
-        if let Err(e) = self.join(local, out, conn, s, room, true) {
-            let joined = s.joined.iter().any(|r| &**r == room);
-            return Outcome { joined: Some(joined), ..Err(e).into() };
-        }
-        let member =
-            local.rooms.get_mut(room).and_then(|entry| entry.members.iter_mut().find(|m| m.conn == conn));
-        let Some(member) = member else { return Ok(None).into() };
-        let (result, replay) = match self.stores.history.since(room, after) {
-            Resume::Replay(missed, last) => {
-                member.since = member.since.max(last);
-                (Ok(Some(member.since)), missed)
-            }
-            Resume::Gap { oldest } => {
-                let kept = match self.stores.history.since(room, oldest.saturating_sub(1)) {
-                    Resume::Replay(kept, last) => {
-                        member.since = member.since.max(last);
-                        kept
-                    }
-                    Resume::Gap { .. } => Vec::new(),
-                };
-                let seq = member.since;
-                let error = HubError {
-                    oldest: Some(kept.first().map_or(seq + 1, |m| m.seq)),
-                    seq: Some(seq),
-                    ..HubError::new(
-                        ErrorCode::HistoryGap,
-                        format!(
-                            "history of {room:?} starts at seq {oldest}: messages after {after} cannot all be replayed"
-                        ),
-                    )
-                };
-                (Err(error), kept)
-            }
-        };
-        // Live delivery continues after what is replayed (`member.since`), never twice.
-        Outcome { result, joined: Some(true), replay }
-    }
-}
-
-fn out_is_compressed(out: &Outbox<'_, impl Send + 'static>, conn: ConnId) -> bool {
-    out.is_compressed(conn)
 }

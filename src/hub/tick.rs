@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::Out;
 use super::broadcast::{Broadcast, Variant, batch_body, ws_frame};
 use super::envelope::{Encoding, now_ms};
 use super::rooms::LocalRoom;
 use super::{Hub, HubLocal};
-use crate::reactor::{ConnId, Outbox};
+use crate::reactor::ConnId;
 
 /// Messages a lagging member of a tick room may hold before it is closed as a slow consumer.
 const TICK_BACKLOG: usize = 4096;
@@ -61,7 +62,7 @@ impl<'a> TickBatch<'a> {
         let (mut newest, mut replaced) = (0, 0);
         for item in log.range(from..).rev() {
             if let Some((since, conn)) = member {
-                if (item.seq != 0 && item.seq <= since) || item.exclude == Some(conn) {
+                if (item.seq != 0 && item.seq <= since) || item.excludes(conn) {
                     continue;
                 }
             }
@@ -99,7 +100,7 @@ impl Hub {
     pub fn on_tick(
         &self,
         local: &mut HubLocal,
-        out: &mut Outbox<'_, impl Send + 'static>,
+        out: &mut impl Out,
         now: Instant,
         last_work: Option<Duration>,
     ) {
@@ -140,7 +141,8 @@ impl Hub {
             for k in 0..n {
                 let i = (room.cursor + k) % n;
                 let member = &mut members[i];
-                if member.next >= end {
+                if member.next >= end || !member.is_live() {
+                    // Up to date, or its position is not known yet (its log entries wait).
                     continue;
                 }
                 if served >= budget {
@@ -155,8 +157,7 @@ impl Hub {
                 let from = (member.next - log_start) as usize;
                 let (since, conn) = (member.since, member.conn);
                 member.next = end;
-                let owed_all =
-                    log.range(from..).all(|b| (b.seq == 0 || b.seq > since) && b.exclude != Some(conn));
+                let owed_all = log.range(from..).all(|b| (b.seq == 0 || b.seq > since) && !b.excludes(conn));
                 let mut own;
                 let batch = if owed_all {
                     let at = shared.iter().position(|b| b.from == from).unwrap_or_else(|| {
@@ -178,12 +179,12 @@ impl Hub {
                 served += 1;
                 match member.ws {
                     Some((encoding, deflate)) => {
-                        out.send_frame_to(conn, batch.frame(encoding, deflate, ts));
+                        out.send_frame(conn, batch.frame(encoding, deflate, ts));
                         batches += 1;
                     }
                     None => {
                         for item in &batch.items {
-                            out.send_raw_to(conn, item.frame(Variant::Sse));
+                            out.send_raw(conn, item.frame(Variant::Sse));
                         }
                     }
                 }
@@ -218,6 +219,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::hub::store::{Kind, NodeId, Origin, Publication};
 
     #[test]
     fn a_slow_tick_cuts_the_next_ticks_budget_and_fast_ones_raise_it_slowly() {
@@ -241,11 +243,15 @@ mod tests {
 
     #[test]
     fn a_member_gets_the_newest_state_per_key_in_log_order() {
+        let node = NodeId::from("here");
         let make = |seq: u64, key: Option<&str>, exclude: Option<ConnId>| {
-            let mut b = Broadcast::new("game:1".into(), seq, "message", json!({"seq": seq}), 0);
-            b.key = key.map(Arc::from);
-            b.exclude = exclude;
-            Arc::new(b)
+            let publication = Publication {
+                seq,
+                key: key.map(Arc::from),
+                exclude: exclude.map(|c| Origin { node: node.clone(), conn: c.as_u64() }),
+                ..Publication::new("game:1".into(), Kind::Message, "a".into(), json!({"seq": seq}), 0)
+            };
+            Arc::new(Broadcast::new(publication, Some(&node)))
         };
         let me = ConnId::new(0, 1, 7);
         let log: VecDeque<Arc<Broadcast>> = [
