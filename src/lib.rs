@@ -56,6 +56,7 @@
 
 pub mod app;
 pub mod client;
+pub mod cluster;
 pub mod hub;
 pub mod load;
 pub mod proto;

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::auth::{Auth, query_param};
 use super::metrics;
+use crate::cluster::ClusterConfig;
 use crate::hub::envelope::{Encoding, JSON_PROTOCOL, MSGPACK_PROTOCOL};
 use crate::hub::store::Position;
 use crate::hub::{
@@ -28,6 +29,8 @@ pub struct ServeConfig {
     pub jwt_secret: Option<String>,
     /// Key for `POST /api/publish` (`Authorization: Bearer <key>`); without it the API is off.
     pub api_key: Option<String>,
+    /// Room state in Redis, shared by every node with the same settings; none: in memory.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// A connection's route and state.
@@ -86,9 +89,13 @@ pub enum AppCommand {
 }
 
 impl ServeApp {
-    /// The app with these settings.
+    /// The app with these settings: room state in Redis when `config.cluster` says so, in
+    /// memory otherwise.
     pub fn new(config: ServeConfig) -> Self {
-        let stores = Stores::memory(&config.hub);
+        let stores = match &config.cluster {
+            Some(cluster) => crate::cluster::stores(cluster, &config.hub),
+            None => Stores::memory(&config.hub),
+        };
         Self::with_stores(config, stores)
     }
 

@@ -18,7 +18,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the server (in-memory hub, no Redis needed).
+    /// Run the server (in-memory hub by default; `--redis` for several nodes as one).
     Serve(ServeArgs),
     /// Generate load against a WebSocket server (echo, broadcast, game, connect, idle).
     Load(hibiki::load::LoadArgs),
@@ -96,6 +96,19 @@ struct ServeArgs {
     /// first next tick with the latest state per key.
     #[arg(long, env = "HIBIKI_TICK_SHARE", default_value_t = 0.5)]
     tick_share: f64,
+    /// Redis server keeping room state for every node (repeat or comma-separate to spread
+    /// rooms over several; every node must list the same ones in the same order); none: in memory.
+    #[arg(long = "redis", env = "HIBIKI_REDIS", value_delimiter = ',')]
+    redis: Vec<String>,
+    /// Prefix of the Redis keys and channels (nodes sharing it are one server).
+    #[arg(long, env = "HIBIKI_REDIS_PREFIX", default_value = "hibiki:")]
+    redis_prefix: String,
+    /// Seconds any Redis call may take before it fails (`unavailable`).
+    #[arg(long, env = "HIBIKI_REDIS_TIMEOUT", default_value_t = 1.0)]
+    redis_timeout: f64,
+    /// This node's id as the others see it, 1-64 of `[A-Za-z0-9_.-]` (default: random).
+    #[arg(long, env = "HIBIKI_NODE_ID")]
+    node_id: Option<String>,
     /// TOML file with any of these settings (keys as the flags, e.g. `max-message-size = 65536`);
     /// flags and environment variables win over it.
     #[arg(long, env = "HIBIKI_CONFIG")]
@@ -137,7 +150,24 @@ fn serve(args: ServeArgs) -> std::io::Result<()> {
     hub.presence_limit = args.presence_limit;
     hub.max_rooms_per_connection = args.max_rooms;
     hub.tick_share = args.tick_share;
+    if let Some(id) = &args.node_id {
+        if !hibiki::cluster::valid_node_id(id) {
+            return Err(std::io::Error::other(format!("--node-id {id:?}: 1-64 of [A-Za-z0-9_.-]")));
+        }
+        hub.node = hibiki::hub::store::NodeId::from(id.as_str());
+    }
+    let cluster = if args.redis.is_empty() {
+        None
+    } else {
+        let config = hibiki::cluster::ClusterConfig::new(args.redis.iter().map(String::as_str))
+            .map_err(|e| std::io::Error::other(format!("--redis: {e}")))?
+            .prefix(&args.redis_prefix)
+            .timeout(secs(args.redis_timeout.max(0.01)));
+        tracing::info!(servers = ?config.urls, node = hub.node.as_str(), "room state in Redis");
+        Some(config)
+    };
     let mut app = ServeConfig::default();
+    app.cluster = cluster;
     app.hub = hub;
     app.jwt_secret = args.jwt_secret;
     app.api_key = args.api_key;

@@ -418,7 +418,7 @@ impl Hub {
     /// presence; the others see `user_left` when it was the user's last connection there
     /// (announced only while the room is small enough to announce joins).
     pub(super) fn leave_room(&self, local: &mut HubLocal, conn: ConnId, s: &Session, name: &Arc<str>) {
-        self.remove_member(local, conn, name);
+        let _ = self.remove_member(local, conn, name);
         self.stores.broker.unsubscribe(name, local.worker);
         let entry = s.entry(&self.config.node, conn);
         let ticket = local.next_ticket();

@@ -172,14 +172,15 @@ impl Hub {
                     (Err(e), _) | (_, Err(e)) => self.store_error(e.clone()),
                     _ => unreachable!(),
                 };
-                if !rejoin {
-                    if subscribed.is_ok() {
-                        self.stores.broker.unsubscribe(&room, local.worker);
-                    }
+                // A member that left meanwhile was uncounted by its leave; one still here is
+                // uncounted now (the broker counted it whatever it answered).
+                if !rejoin && self.remove_joining(local, conn, &room, key) {
+                    self.stores.broker.unsubscribe(&room, local.worker);
                     if let (Ok(Some(_)), Some(entry)) = (&presence, &entry) {
                         let _ = self.stores.presence.remove(&room, entry, self.detached(local));
                     }
-                    self.remove_joining(local, conn, &room, key);
+                }
+                if !rejoin {
                     if let Some(s) = local.sessions.get_mut(&conn) {
                         s.joined.retain(|r| *r != room);
                     }

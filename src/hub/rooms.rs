@@ -299,14 +299,21 @@ impl Hub {
         }
     }
 
-    /// Forgets the member that join `key` added (a join the stores refused).
-    pub(super) fn remove_joining(&self, local: &mut HubLocal, conn: ConnId, name: &Arc<str>, key: usize) {
-        let Some(room) = local.rooms.get_mut(name) else { return };
+    /// Forgets the member that join `key` added (a join the stores refused); whether it was
+    /// still there.
+    pub(super) fn remove_joining(
+        &self,
+        local: &mut HubLocal,
+        conn: ConnId,
+        name: &Arc<str>,
+        key: usize,
+    ) -> bool {
+        let Some(room) = local.rooms.get_mut(name) else { return false };
         let joining = Some(Hold::Joining(key));
         let Some(i) =
             room.members.iter().position(|m| m.conn == conn && m.held.as_ref().map(|h| h.0) == joining)
         else {
-            return;
+            return false;
         };
         room.members.swap_remove(i);
         self.counters.members.fetch_sub(1, Ordering::Relaxed);
@@ -314,20 +321,24 @@ impl Hub {
             local.rooms.remove(name);
             self.counters.rooms.fetch_sub(1, Ordering::Relaxed);
         }
+        true
     }
 
-    /// Forgets `conn`'s membership of `room` on this worker (the room too when it empties).
-    pub(super) fn remove_member(&self, local: &mut HubLocal, conn: ConnId, name: &Arc<str>) {
-        let Some(room) = local.rooms.get_mut(name) else { return };
+    /// Forgets `conn`'s membership of `room` on this worker (the room too when it empties);
+    /// whether it was a member.
+    pub(super) fn remove_member(&self, local: &mut HubLocal, conn: ConnId, name: &Arc<str>) -> bool {
+        let Some(room) = local.rooms.get_mut(name) else { return false };
         let before = room.members.len();
         room.members.retain(|m| m.conn != conn);
-        if room.members.len() < before {
+        let removed = room.members.len() < before;
+        if removed {
             self.counters.members.fetch_sub(1, Ordering::Relaxed);
         }
         if room.members.is_empty() {
             local.rooms.remove(name);
             self.counters.rooms.fetch_sub(1, Ordering::Relaxed);
         }
+        removed
     }
 
     /// Adds a member (holding its messages until its position is known) to `name` on this

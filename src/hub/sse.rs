@@ -29,8 +29,9 @@ impl Hub {
         local.streams.retain(|&c| c != conn);
         let Some((name, _)) = local.rooms.get_key_value(room) else { return };
         let name = std::sync::Arc::clone(name);
-        self.remove_member(local, conn, &name);
-        self.stores.broker.unsubscribe(&name, local.worker);
+        if self.remove_member(local, conn, &name) {
+            self.stores.broker.unsubscribe(&name, local.worker);
+        }
     }
 
     /// Heartbeat comments on SSE streams, every 15 s, so proxies keep them open.

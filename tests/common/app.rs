@@ -43,9 +43,18 @@ impl Client {
         headers: &[(&str, &str)],
         msgpack: bool,
     ) -> Self {
+        Self::connect_to(server.local_addr(), path, headers, msgpack)
+    }
+
+    /// A client of the server at `addr`.
+    pub fn connect_to(
+        addr: std::net::SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+        msgpack: bool,
+    ) -> Self {
         let protocols: &[&str] = if msgpack { &["hibiki.v1.msgpack"] } else { &["hibiki.v1.json"] };
-        let peer =
-            Peer::try_connect_with(server.local_addr(), path, headers, false, protocols).expect("upgrade");
+        let peer = Peer::try_connect_with(addr, path, headers, false, protocols).expect("upgrade");
         let mut client = Self { peer, msgpack, user: String::new() };
         let welcome = client.expect("welcome");
         client.user = welcome["payload"]["user"].as_str().unwrap().to_owned();

@@ -227,3 +227,5 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     check()
 }
 pub mod app;
+pub mod nodes;
+pub mod redis_server;

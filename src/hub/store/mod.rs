@@ -363,6 +363,8 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Counts a member of `room` on `worker` (the room's publications now reach that
     /// worker) and answers the room's position, with a replay after `since` for a resume.
+    /// The member is counted whatever the answer: the hub uncounts it once with
+    /// [`unsubscribe`](Self::unsubscribe), when it leaves or when its join failed.
     fn subscribe(
         &self,
         room: &Arc<str>,

@@ -1,0 +1,382 @@
+//! The command connection of a shard: one thread takes every call queued since its last
+//! write and sends them as one pipeline (one `write`); another reads the replies in order
+//! and completes each call. Calls are matched to replies by order (the calls in flight, a
+//! queue per connection). Every call has a deadline: the keeper answers one that passed it
+//! with [`Fail::Timeout`] (its late reply is dropped), a call made while the connection is
+//! down is answered [`Fail::Down`] at once, and the thread reconnects with backoff and
+//! jitter. A `NOSCRIPT` reply is retried with the script's source.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::{ServerErrorKind, Value};
+
+use super::conn::{self, Reader};
+use super::scripts::{SCRIPTS, Script};
+use super::{Cluster, lock};
+use crate::client::Backoff;
+use crate::hub::store::StoreError;
+
+/// Calls taken into one pipeline at most.
+const MAX_BATCH: usize = 4096;
+
+/// Why a call failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Fail {
+    /// The connection is down (or went down with the call in flight).
+    Down(String),
+    /// No answer before the deadline.
+    Timeout,
+    /// Redis answered an error.
+    Server(String),
+}
+
+impl From<Fail> for StoreError {
+    fn from(fail: Fail) -> Self {
+        match fail {
+            Fail::Down(why) => Self::Unavailable(why),
+            Fail::Timeout => Self::Timeout,
+            Fail::Server(why) => Self::Unavailable(format!("redis answered: {why}")),
+        }
+    }
+}
+
+/// What a call does with its answer.
+pub(crate) type OnReply = Box<dyn FnOnce(Result<Value, Fail>) + Send>;
+
+/// A command or a script call.
+pub(crate) enum Call {
+    /// A plain command.
+    Cmd(redis::Cmd),
+    /// `EVALSHA` of a script (`EVAL` once Redis said it does not know it).
+    Script { script: Script, keys: Vec<String>, args: Vec<Vec<u8>> },
+}
+
+impl Call {
+    fn pack(&self, out: &mut Vec<u8>, source: bool) {
+        match self {
+            Self::Cmd(cmd) => cmd.write_packed_command(out),
+            Self::Script { script, keys, args } => {
+                let lua = script.lua();
+                let mut cmd = if source { redis::cmd("EVAL") } else { redis::cmd("EVALSHA") };
+                cmd.arg(if source { lua.source } else { lua.sha.as_str() }).arg(keys.len());
+                for key in keys {
+                    cmd.arg(key.as_str());
+                }
+                for arg in args {
+                    cmd.arg(arg.as_slice());
+                }
+                cmd.write_packed_command(out);
+            }
+        }
+    }
+}
+
+/// A call waiting to be sent or answered.
+pub(crate) struct Job {
+    call: Call,
+    done: OnReply,
+    deadline: Instant,
+    source: bool,
+}
+
+impl Job {
+    pub(crate) fn new(call: Call, timeout: Duration, done: OnReply) -> Self {
+        Self { call, done, deadline: Instant::now() + timeout, source: false }
+    }
+
+    /// Answers the call.
+    pub(crate) fn finish(self, result: Result<Value, Fail>) {
+        (self.done)(result);
+    }
+
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
+/// One command connection: the calls in flight on it, in the order they were written.
+pub(crate) struct Link {
+    closer: TcpStream,
+    flights: Mutex<VecDeque<Option<Job>>>,
+    /// When a reply last came (or the link was made).
+    last_reply: Mutex<Instant>,
+    /// A call timed out and no reply came since.
+    stalled: AtomicBool,
+    broken: AtomicBool,
+}
+
+impl Link {
+    fn close(&self) {
+        self.broken.store(true, Ordering::SeqCst);
+        conn::close(&self.closer);
+    }
+}
+
+/// A shard's command side, as the other threads see it.
+pub(crate) struct Commands {
+    sender: Sender<Job>,
+    receiver: Mutex<Option<Receiver<Job>>>,
+    link: Mutex<Option<Arc<Link>>>,
+    up: AtomicBool,
+    reason: Mutex<String>,
+}
+
+impl Commands {
+    pub(crate) fn new() -> Self {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        Self {
+            sender,
+            receiver: Mutex::new(Some(receiver)),
+            link: Mutex::new(None),
+            up: AtomicBool::new(false),
+            reason: Mutex::new("not connected yet".into()),
+        }
+    }
+
+    /// Queues a call.
+    pub(crate) fn send(&self, job: Job) {
+        if let Err(e) = self.sender.send(job) {
+            e.0.finish(Err(Fail::Down("stopped".into())));
+        }
+    }
+
+    /// Whether the connection is up (calls are sent rather than failed at once).
+    pub(crate) fn is_up(&self) -> bool {
+        self.up.load(Ordering::SeqCst)
+    }
+
+    /// Why the connection is down.
+    pub(crate) fn reason(&self) -> String {
+        lock(&self.reason).clone()
+    }
+
+    /// `Err(reason)` while calls cannot be answered.
+    pub(crate) fn health(&self) -> Result<(), String> {
+        if !self.is_up() {
+            return Err(self.reason());
+        }
+        match &*lock(&self.link) {
+            Some(link) if link.stalled.load(Ordering::SeqCst) => Err("not answering in time".into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Answers the calls in flight past their deadline with [`Fail::Timeout`]; closes a link
+    /// that has not answered anything for `stall` while calls wait (it is reconnected).
+    pub(crate) fn expire(&self, now: Instant, stall: Duration) {
+        let Some(link) = lock(&self.link).clone() else { return };
+        let mut expired = Vec::new();
+        let silent = {
+            let mut flights = lock(&link.flights);
+            for flight in flights.iter_mut() {
+                match flight {
+                    Some(job) if job.deadline <= now => expired.extend(flight.take()),
+                    Some(_) => break,
+                    None => {}
+                }
+            }
+            !flights.is_empty() && now.duration_since(*lock(&link.last_reply)) > stall
+        };
+        if !expired.is_empty() {
+            link.stalled.store(true, Ordering::SeqCst);
+        }
+        for job in expired {
+            job.finish(Err(Fail::Timeout));
+        }
+        if silent {
+            tracing::warn!("redis command connection silent for {stall:?}: reconnecting");
+            link.close();
+        }
+    }
+
+    /// Closes the connection (it is reconnected unless stopped).
+    pub(crate) fn close(&self) {
+        if let Some(link) = lock(&self.link).as_ref() {
+            link.close();
+        }
+    }
+
+    fn set_down(&self, reason: String) {
+        self.up.store(false, Ordering::SeqCst);
+        *lock(&self.reason) = reason;
+    }
+}
+
+/// The command thread of shard `index`.
+pub(crate) fn run(cluster: Arc<Cluster>, index: usize) {
+    let shard = &cluster.shards[index];
+    let Some(receiver) = lock(&shard.commands.receiver).take() else { return };
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2)).max_attempts(None);
+    let mut next_try = Instant::now();
+    let mut batch: Vec<Job> = Vec::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
+    let mut writer: Option<(TcpStream, Arc<Link>)> = None;
+    loop {
+        if cluster.is_stopped() {
+            if let Some((_, link)) = &writer {
+                link.close();
+            }
+            for job in batch.drain(..).chain(receiver.try_iter()) {
+                job.finish(Err(Fail::Down("stopped".into())));
+            }
+            return;
+        }
+        match receiver.recv_timeout(Duration::from_millis(50)) {
+            Ok(job) => batch.push(job),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if writer.as_ref().is_some_and(|(_, link)| link.broken.load(Ordering::SeqCst)) {
+            writer = None;
+        }
+        if writer.is_none() && Instant::now() >= next_try {
+            match open(&cluster, index) {
+                Ok(made) => {
+                    backoff.reset();
+                    writer = Some(made);
+                    cluster.on_commands_up(index);
+                }
+                Err(why) => {
+                    tracing::debug!(shard = index, "redis connect failed: {why}");
+                    shard.commands.set_down(why);
+                    next_try = Instant::now()
+                        + backoff.next(rand::random::<f64>()).unwrap_or(Duration::from_secs(2));
+                }
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let Some((stream, link)) = &mut writer else {
+            let why = shard.commands.reason();
+            for job in batch.drain(..) {
+                job.finish(Err(Fail::Down(why.clone())));
+            }
+            continue;
+        };
+        buf.clear();
+        let now = Instant::now();
+        let mut late = Vec::new();
+        {
+            let mut flights = lock(&link.flights);
+            for job in batch.drain(..) {
+                if job.deadline <= now {
+                    late.push(job);
+                    continue;
+                }
+                job.call.pack(&mut buf, job.source);
+                flights.push_back(Some(job));
+            }
+        }
+        for job in late {
+            job.finish(Err(Fail::Timeout));
+        }
+        if let Err(e) = stream.write_all(&buf) {
+            tracing::warn!(shard = index, "redis write failed: {e}");
+            // The reader fails what is in flight and marks the shard down.
+            link.close();
+        }
+    }
+}
+
+/// Connects, loads the scripts, starts the reader.
+fn open(cluster: &Arc<Cluster>, index: usize) -> Result<(TcpStream, Arc<Link>), String> {
+    let shard = &cluster.shards[index];
+    let name = format!("hibiki:{}:cmd", cluster.owner());
+    let (mut stream, reader) = conn::connect(&shard.target, &name, cluster.settings.timeout)?;
+    let closer = stream.try_clone().map_err(|e| e.to_string())?;
+    let link = Arc::new(Link {
+        closer,
+        flights: Mutex::new(VecDeque::new()),
+        last_reply: Mutex::new(Instant::now()),
+        stalled: AtomicBool::new(false),
+        broken: AtomicBool::new(false),
+    });
+    let mut buf = Vec::new();
+    {
+        let mut flights = lock(&link.flights);
+        for lua in SCRIPTS.iter() {
+            let mut cmd = redis::cmd("SCRIPT");
+            cmd.arg("LOAD").arg(lua.source);
+            cmd.write_packed_command(&mut buf);
+            let name = lua.name;
+            let done: OnReply = Box::new(move |r| {
+                if let Err(e) = r {
+                    tracing::warn!("SCRIPT LOAD {name}: {e:?}");
+                }
+            });
+            flights.push_back(Some(Job::new(Call::Cmd(redis::Cmd::new()), cluster.settings.timeout, done)));
+        }
+    }
+    stream.write_all(&buf).map_err(|e| format!("{}: {e}", shard.target.addr()))?;
+    let (c, l) = (Arc::clone(cluster), Arc::clone(&link));
+    std::thread::Builder::new()
+        .name(format!("hibiki-redis-{index}-r"))
+        .spawn(move || read(&c, index, &l, reader))
+        .map_err(|e| e.to_string())?;
+    *lock(&shard.commands.link) = Some(Arc::clone(&link));
+    shard.commands.up.store(true, Ordering::SeqCst);
+    Ok((stream, link))
+}
+
+/// The reader of one command connection.
+fn read(cluster: &Arc<Cluster>, index: usize, link: &Arc<Link>, mut reader: Reader) {
+    let shard = &cluster.shards[index];
+    let why = loop {
+        let value = match reader.next() {
+            Ok(value) => value,
+            Err(e) => break format!("{}: {e}", shard.target.addr()),
+        };
+        *lock(&link.last_reply) = Instant::now();
+        link.stalled.store(false, Ordering::SeqCst);
+        let flight = lock(&link.flights).pop_front();
+        let job = match flight {
+            None => {
+                break format!(
+                    "{}: a reply nobody asked for: {}",
+                    shard.target.addr(),
+                    conn::describe(&value)
+                );
+            }
+            Some(None) => continue,
+            Some(Some(job)) => job,
+        };
+        match value {
+            Value::ServerError(e) if e.kind() == Some(ServerErrorKind::NoScript) && !job.source => {
+                // Redis restarted or flushed its scripts: once more with the source.
+                shard.commands.send(Job { source: true, ..job });
+            }
+            Value::ServerError(e) => job.finish(Err(Fail::Server(e.to_string()))),
+            value => job.finish(Ok(value)),
+        }
+    };
+    link.close();
+    let current = {
+        let mut current = lock(&shard.commands.link);
+        let same = current.as_ref().is_some_and(|l| Arc::ptr_eq(l, link));
+        if same {
+            *current = None;
+        }
+        same
+    };
+    if current && !cluster.is_stopped() {
+        tracing::warn!(shard = index, "redis command connection lost: {why}");
+        shard.commands.set_down(why.clone());
+    }
+    let flights: Vec<Job> = lock(&link.flights).drain(..).flatten().collect();
+    for job in flights {
+        job.finish(Err(Fail::Down(why.clone())));
+    }
+}

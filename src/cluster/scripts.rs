@@ -1,0 +1,152 @@
+//! The Lua scripts: each a single Redis call, atomic on the server, run by `EVALSHA` (and
+//! `EVAL` after a `NOSCRIPT`: a Redis that restarted or flushed its script cache).
+
+use std::sync::LazyLock;
+
+/// A script: its source and SHA-1 (what `EVALSHA` names it by).
+#[derive(Debug)]
+pub(crate) struct Lua {
+    pub(crate) name: &'static str,
+    pub(crate) source: &'static str,
+    pub(crate) sha: String,
+}
+
+impl Lua {
+    fn new(name: &'static str, source: &'static str) -> Self {
+        Self { name, source, sha: redis::Script::new(source).get_hash().to_owned() }
+    }
+}
+
+/// Publish a numbered message: the idempotency check on `(user, client id)`, the next seq,
+/// the append to the room's stream under that seq, the trim, the `PUBLISH` — in one call, so
+/// numbering, storing before delivering and the order are the same for every node.
+///
+/// KEYS: meta, stream, publish id. ARGV: channel, epoch for a new life, history size,
+/// history TTL in ms (0: none), fingerprint ('': no id), id window in ms, payload.
+///
+/// Answers `{2, seq, epoch}` (published), `{0, seq, epoch}` (a repeat: the first answer) or
+/// `{1, seq, epoch}` (the id was used for another message).
+const PUBLISH: &str = r"
+if ARGV[5] ~= '' then
+  local seen = redis.call('GET', KEYS[3])
+  if seen then
+    local fp, s, e = string.match(seen, '^([^:]*):([^:]*):(.*)$')
+    if fp == ARGV[5] then return {0, tonumber(s), e} end
+    return {1, tonumber(s), e}
+  end
+end
+local e = redis.call('HGET', KEYS[1], 'e')
+if not e then
+  e = ARGV[2]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', e, 's', 0)
+end
+local s = redis.call('HINCRBY', KEYS[1], 's', 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', '=', ARGV[3], '0-' .. s, 'd', ARGV[7])
+if ARGV[4] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
+if ARGV[5] ~= '' then
+  redis.call('SET', KEYS[3], ARGV[5] .. ':' .. s .. ':' .. e, 'PX', ARGV[6])
+end
+redis.call('PUBLISH', ARGV[1], s .. ':' .. e .. ':' .. ARGV[7])
+return {2, s, e}
+";
+
+/// A room's position, and the messages after a seq: one call for a join, a resume or a
+/// history fetch. A room without state (new, or lost by Redis) starts a new epoch; so does a
+/// room whose numbering went back behind what this node already delivered of the same epoch
+/// (Redis lost its last writes).
+///
+/// KEYS: meta, stream. ARGV: epoch for a new life, after ('': the position only), the
+/// epoch `after` belongs to ('': any), the epoch and seq this node delivered up to ('', 0).
+///
+/// Answers `{epoch, seq}` or `{epoch, seq, entries}`, entries as `XRANGE` gives them (after
+/// `after` of this epoch, or all of them when `after` is of another epoch or past the seq).
+const READ: &str = r"
+local m = redis.call('HMGET', KEYS[1], 'e', 's')
+local e = m[1]
+local s = tonumber(m[2] or '0')
+if e and ARGV[4] == e and tonumber(ARGV[5]) > s then e = false end
+if not e then
+  e = ARGV[1]
+  s = 0
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', e, 's', 0)
+end
+if ARGV[2] == '' then return {e, s} end
+local after = tonumber(ARGV[2])
+if (ARGV[3] ~= '' and ARGV[3] ~= e) or after > s then after = 0 end
+return {e, s, redis.call('XRANGE', KEYS[2], '(0-' .. after, '+')}
+";
+
+/// Adds a connection to a room's presence (a no-op for one already there).
+///
+/// KEYS: the node life's entries in the room, the room's users. ARGV: conn, user, list
+/// limit. Answers `{newcomer, count}` or `{newcomer, count, users}` within the limit.
+const PRESENCE_ADD: &str = r"
+local newcomer = 0
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  if redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then newcomer = 1 end
+end
+local count = redis.call('HLEN', KEYS[2])
+if count <= tonumber(ARGV[3]) then return {newcomer, count, redis.call('HKEYS', KEYS[2])} end
+return {newcomer, count}
+";
+
+/// Removes a connection from a room's presence (a no-op for one not there).
+///
+/// KEYS: as for add. ARGV: conn, user. Answers `{gone, count}`.
+const PRESENCE_REMOVE: &str = r"
+local gone = 0
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
+  if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
+    redis.call('HDEL', KEYS[2], ARGV[2])
+    gone = 1
+  end
+end
+return {gone, redis.call('HLEN', KEYS[2])}
+";
+
+/// Removes every entry of a (dead) node life from a room.
+///
+/// KEYS: as for add. Answers `{count, users gone}`: each user is gone once, for whoever
+/// removed their last entry, so only one survivor announces a leave.
+const PRESENCE_FORGET: &str = r"
+local entries = redis.call('HGETALL', KEYS[1])
+local gone = {}
+for i = 2, #entries, 2 do
+  local user = entries[i]
+  if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then
+    redis.call('HDEL', KEYS[2], user)
+    table.insert(gone, user)
+  end
+end
+redis.call('DEL', KEYS[1])
+return {redis.call('HLEN', KEYS[2]), gone}
+";
+
+/// The scripts, loaded on every new command connection.
+pub(crate) static SCRIPTS: LazyLock<[Lua; 5]> = LazyLock::new(|| {
+    [
+        Lua::new("publish", PUBLISH),
+        Lua::new("read", READ),
+        Lua::new("presence_add", PRESENCE_ADD),
+        Lua::new("presence_remove", PRESENCE_REMOVE),
+        Lua::new("presence_forget", PRESENCE_FORGET),
+    ]
+});
+
+/// Which script.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Script {
+    Publish = 0,
+    Read = 1,
+    PresenceAdd = 2,
+    PresenceRemove = 3,
+    PresenceForget = 4,
+}
+
+impl Script {
+    pub(crate) fn lua(self) -> &'static Lua {
+        &SCRIPTS[self as usize]
+    }
+}
