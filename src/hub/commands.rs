@@ -346,6 +346,11 @@ impl Hub {
                 let ack = ack_frame(s.encoding, &id, body);
                 out.send_frame(conn, &ack);
                 s.in_flight.retain(|(i, _)| *i != id);
+                // An `unavailable` answer is not remembered: a retry of the id is tried
+                // again (the store's own idempotency keeps it from taking effect twice).
+                if matches!(body.result, Err(e) if e.code == ErrorCode::Unavailable) {
+                    return;
+                }
                 if s.acks.len() == ACK_CACHE {
                     s.acks.pop_front();
                 }
