@@ -595,7 +595,7 @@ impl Hub {
         id: Option<&MessageId>,
     ) -> Result<Option<u64>, HubError> {
         let room = str_field(p, "room")?;
-        if !s.identity.may_join(room) {
+        if !s.identity.may_publish(room) {
             return Err(HubError::new("forbidden", format!("not allowed to publish to {room:?}")));
         }
         let data = p.get("data").cloned().unwrap_or(Value::Null);
