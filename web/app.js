@@ -108,6 +108,13 @@ function showSeen(entry) {
   receipt.title = [...entry.seen].map(nameOf).join(', ');
 }
 
+const PALETTE = ['#4f46e5', '#0891b2', '#059669', '#d97706', '#db2777', '#7c3aed', '#2563eb', '#dc2626'];
+function colorOf(text) {
+  let h = 0;
+  for (const ch of text) h = (h * 31 + ch.codePointAt(0)) >>> 0;
+  return PALETTE[h % PALETTE.length];
+}
+
 function renderMembers(users) {
   chat.members = new Set(users);
   const ul = $('members');
@@ -116,7 +123,12 @@ function renderMembers(users) {
   for (const user of sorted) {
     const li = document.createElement('li');
     li.dataset.user = user;
-    li.textContent = nameOf(user);
+    const name = nameOf(user);
+    const avatar = document.createElement('span');
+    avatar.className = 'avatar';
+    avatar.textContent = name.slice(0, 1).toUpperCase();
+    avatar.style.background = colorOf(name);
+    li.append(avatar, name);
     if (user === client.user) {
       li.className = 'me';
       const you = document.createElement('span');
@@ -226,7 +238,7 @@ client.on('welcome', (w) => {
   $('me-user').textContent = `(${w.user})`;
   if (chat.wasDown) {
     chat.wasDown = false;
-    chat.reconnected = true;
+    system('reconnected: catching up');
   }
 });
 setInterval(() => chat && chat.typing.size && renderTyping(), 500);
@@ -377,13 +389,15 @@ for (const [key, label] of TOTALS) {
 
 function draw(chart) {
   const v = chart.values;
+  if (v.length === 0) return;
   const top = Math.max(1, ...v) * 1.15;
-  const x0 = POINTS - v.length;
-  const pts = v.map((y, i) => `${x0 + i},${(100 - (y / top) * 96).toFixed(2)}`);
-  if (pts.length === 0) return;
+  // The last POINTS samples; until there are that many, the ones there are fill the width.
+  const step = v.length > 1 ? (POINTS - 1) / (Math.max(v.length, 2) - 1) : 0;
+  const pts = v.map((y, i) => `${(i * step).toFixed(2)},${(100 - (y / top) * 96).toFixed(2)}`);
+  if (pts.length === 1) pts.push(`${POINTS - 1},${pts[0].split(',')[1]}`);
   const d = `M${pts.join(' L')}`;
   chart.line.setAttribute('d', d);
-  chart.area.setAttribute('d', `${d} L${POINTS - 1},100 L${x0},100 Z`);
+  chart.area.setAttribute('d', `${d} L${POINTS - 1},100 L0,100 Z`);
   chart.fig.dataset.points = v.join(',');
   chart.fig.dataset.samples = String(Number(chart.fig.dataset.samples) + 1);
 }
