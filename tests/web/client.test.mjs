@@ -177,8 +177,9 @@ describe('against hibiki serve', () => {
     assert.equal(atPacked.of('envelope')[0].type, 'welcome');
   });
 
-  test('a dropped connection resumes every room from its last seq: nothing missed, nothing twice', async () => {
+  test('a dropped connection resumes every room from its last seq: nothing missed, nothing twice', async (t) => {
     const line = await proxy(server.port);
+    t.after(() => line.close());
     const publisher = client(server.url);
     const reader = client(line.url, { backoff: { min: 20, base: 50, max: 200 } });
     const got = record(reader, ['message', 'presence', 'state', 'gap']);
@@ -204,11 +205,11 @@ describe('against hibiki serve', () => {
     assert.deepEqual(seqs, Array.from({ length: n }, (_, i) => i + 1), 'every seq once, in order');
     assert.equal(got.of('gap').length, 0);
     assert.equal(got.of('presence').filter((p) => p.room === 'chat:resume').length, 2, 'presence again after the reconnect');
-    await line.close();
   });
 
-  test('acks of a server that answers nothing: retries under the same id, then a timeout', async () => {
+  test('acks of a server that answers nothing: retries under the same id, then a timeout', async (t) => {
     const silent = await stub();
+    t.after(() => silent.close());
     const c = client(silent.url, { ackTimeout: 80, retries: 2 });
     await waitFor(() => c.state === 'open', 5000, 'open');
     await assert.rejects(c.publish('chat:x', { text: 'hello?' }), (e) => e.code === 'timeout' && /3 attempts/.test(e.message));
@@ -216,26 +217,26 @@ describe('against hibiki serve', () => {
     assert.equal(publishes.length, 3, 'the first send and two retries');
     assert.equal(new Set(publishes.map((e) => e.id)).size, 1, 'all under one id');
     c.close();
-    await silent.close();
   });
 
-  test('a retry that gets its ack resolves the request', async () => {
+  test('a retry that gets its ack resolves the request', async (t) => {
     const late = await stub((env, ws) => {
       if (env.type === 'publish' && late.seen.filter((e) => e.id === env.id).length === 2) ack(ws, env, { seq: 9 });
     });
+    t.after(() => late.close());
     const c = client(late.url, { ackTimeout: 80, retries: 3 });
     const answer = await c.publish('chat:x', 'again');
     assert.equal(answer.seq, 9);
     assert.equal(late.seen.filter((e) => e.type === 'publish').length, 2);
     c.close();
-    await late.close();
   });
 
-  test('ids are unique across the connections of a client, and across clients', async () => {
+  test('ids are unique across the connections of a client, and across clients', async (t) => {
     const acker = await stub((env, ws) => {
       ack(ws, env);
       if (env.payload?.data?.last) ws.close(1001, 'going away'); // after the ack went out
     });
+    t.after(() => acker.close());
     const c = client(acker.url, { backoff: { min: 5, base: 10, max: 20 } });
     const other = client(acker.url);
     for (let round = 0; round < 3; round++) {
@@ -257,18 +258,17 @@ describe('against hibiki serve', () => {
     assert.notEqual(theirs.split('-')[0], prefix, 'another client, another prefix');
     c.close();
     other.close();
-    await acker.close();
   });
 
-  test('a silent connection is noticed by the heartbeat and replaced', async () => {
+  test('a silent connection is noticed by the heartbeat and replaced', async (t) => {
     const mute = await stub(); // greets, then never sends another frame
+    t.after(() => mute.close());
     const c = client(mute.url, { pingInterval: 60, pingTimeout: 120, backoff: { min: 5, base: 10, max: 20 } });
     const states = record(c, ['state']);
     await waitFor(() => states.of('state').some((s) => s.state === 'reconnecting' && s.reason === 'heartbeat timeout'), 5000, 'the heartbeat timeout');
     assert.ok(mute.seen.some((e) => e.type === 'ping' && e.id === undefined), 'pings went out');
     await waitFor(() => mute.sockets.length >= 2, 5000, 'a new connection');
     c.close();
-    await mute.close();
   });
 });
 
@@ -282,9 +282,10 @@ describe('with --jwt-secret', () => {
     await server.stop();
   });
 
-  test('the token goes on the URL; publishes after a reconnect get new seqs (no id reused)', async () => {
+  test('the token goes on the URL; publishes after a reconnect get new seqs (no id reused)', async (t) => {
     const jwt = token('web-secret', { sub: 'ann', name: 'Ann', rooms: ['chat:*'] });
     const line = await proxy(server.port);
+    t.after(() => line.close());
     const ann = client(line.url, { token: jwt, backoff: { min: 10, base: 20, max: 50 } });
     const watcher = client(server.url, { token: () => token('web-secret', { sub: 'bob', rooms: ['chat:*'] }) });
     const seen = record(watcher, ['message']);
@@ -303,7 +304,6 @@ describe('with --jwt-secret', () => {
     assert.deepEqual(seqs, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     await waitFor(() => seen.of('message').length === 9, 5000, 'nine messages');
     await assert.rejects(ann.join('game:1'), (e) => e.code === 'forbidden');
-    await line.close();
   });
 
   test('a token limited to chat:* may still read the stats room', async () => {
@@ -328,8 +328,12 @@ describe('with --jwt-secret', () => {
 });
 
 describe('a server restart (kill, respawn on the same port)', () => {
-  test('every room catches up with what was published since, and nothing shows twice', async () => {
+  test('every room catches up with what was published since, and nothing shows twice', async (t) => {
     let server = await startServer({ args: ['--api-key', 'k'] });
+    t.after(async () => {
+      closeAll();
+      await server.stop();
+    });
     const { port } = server;
     const reader = client(server.url, { backoff: { min: 300, base: 400, max: 500 } });
     const writer = client(server.url, { backoff: { min: 10, base: 20, max: 40 } });
@@ -356,12 +360,14 @@ describe('a server restart (kill, respawn on the same port)', () => {
     assert.equal(got.of('gap')[0].after, 3);
     assert.equal(reader.lastSeq('chat:restart'), 3, 'd, e, f are 1, 2, 3 of the new life');
     assert.ok(got.of('presence').length >= 2, 'presence again after the restart');
-    closeAll();
-    await server.stop();
   });
 
   test('with epochs, a new life longer than the old position is caught up too', async (t) => {
     let server = await startServer();
+    t.after(async () => {
+      closeAll();
+      await server.stop();
+    });
     const { port } = server;
     const reader = client(server.url, { backoff: { min: 1000, base: 1200, max: 1200 } });
     const writer = client(server.url, { backoff: { min: 10, base: 20, max: 40 } });
@@ -385,7 +391,5 @@ describe('a server restart (kill, respawn on the same port)', () => {
     await waitFor(() => got.of('message').some((m) => m.data.text === 'new-4'), 5000, 'the live message');
     await sleep(200);
     assert.deepEqual(got.of('message').map((m) => m.data.text), ['old-1', 'new-1', 'new-2', 'new-3', 'new-4']);
-    closeAll();
-    await server.stop();
   });
 });
