@@ -330,7 +330,7 @@ function compact(v) {
   if (abs >= 1e9) return `${(v / 1e9).toFixed(1)}G`;
   if (abs >= 1e6) return `${(v / 1e6).toFixed(1)}M`;
   if (abs >= 1e4) return `${(v / 1e3).toFixed(1)}k`;
-  return Number.isInteger(v) ? String(v) : v.toFixed(1);
+  return Number.isInteger(v) || abs >= 100 ? String(Math.round(v)) : v.toFixed(1);
 }
 
 for (const s of SERIES) {
