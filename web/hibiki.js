@@ -442,6 +442,7 @@ export class HibikiClient {
    * replays the history the room still keeps.
    */
   join(room, { after } = {}) {
+    if (this._closed) return Promise.reject(new HibikiError('closed', 'the client is closed'));
     const r = this._room(room, true);
     if (r.seq == null && Number.isInteger(after) && after >= 0) r.seq = after;
     if (r.synced && !r.syncing && this.state === 'open') return Promise.resolve({ ok: true, room, seq: r.seq });

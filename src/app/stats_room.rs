@@ -2,12 +2,12 @@
 //! volatile message into [`STATS_ROOM`], so a dashboard is one more member of a room (the
 //! page at `/` draws its charts from it) instead of a poller of `/metrics`.
 //!
-//! A small thread ([`spawn`]) posts [`AppCommand::PublishStats`] to worker 0 every period;
-//! worker 0 reads the counters and hands the message to the hub's broker, which fans it out
-//! to the room's members on every worker like any room event. On the wire it is a volatile
-//! `message` (`seq` 0, `from` `server`); it is not counted as published and, while nobody is
-//! in the room, it creates no room and goes nowhere. The thread ends when the server stops
-//! (its post to worker 0 fails).
+//! A small thread, started by `ServeApp::on_start`, posts [`AppCommand::PublishStats`] to
+//! worker 0 every period; worker 0 reads the counters and hands the message to the hub's
+//! broker, which fans it out to the room's members on every worker like any room event. On
+//! the wire it is a volatile `message` (`seq` 0, `from` `server`); it is not counted as
+//! published and, while nobody is in the room, it creates no room and goes nowhere. The
+//! thread ends when the server stops (its post to worker 0 fails).
 //!
 //! The room is readable by every client, whatever its token's `rooms` claim says (see
 //! [`Identity::may_join`](super::auth::Identity::may_join)); no client may publish to a

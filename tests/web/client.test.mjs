@@ -204,7 +204,9 @@ describe('against hibiki serve', () => {
     const seqs = got.of('message').map((m) => m.seq);
     assert.deepEqual(seqs, Array.from({ length: n }, (_, i) => i + 1), 'every seq once, in order');
     assert.equal(got.of('gap').length, 0);
-    assert.equal(got.of('presence').filter((p) => p.room === 'chat:resume').length, 2, 'presence again after the reconnect');
+    // Presence comes again with the new connection (from its join, and from the resume on
+    // servers whose resume announces too).
+    assert.ok(got.of('presence').filter((p) => p.room === 'chat:resume').length >= 2, 'presence again after the reconnect');
   });
 
   test('acks of a server that answers nothing: retries under the same id, then a timeout', async (t) => {
@@ -269,6 +271,58 @@ describe('against hibiki serve', () => {
     assert.ok(mute.seen.some((e) => e.type === 'ping' && e.id === undefined), 'pings went out');
     await waitFor(() => mute.sockets.length >= 2, 5000, 'a new connection');
     c.close();
+  });
+});
+
+describe('history gaps (stub servers speaking the resume contract)', () => {
+  after(closeAll);
+
+  /** A room whose history keeps seqs 3..5 of epoch e2; live message 6 comes between the two resumes. */
+  function epochServer(gapError) {
+    const msg = (seq) => ({ type: 'message', payload: { room: 'doc:1', seq, from: 'x', data: { seq }, ts: 1 } });
+    return stub((env, ws) => {
+      const send = (v) => ws.send(JSON.stringify(v));
+      if (env.type === 'join') {
+        send({ type: 'presence', payload: { room: 'doc:1', users: ['stub-user'], count: 1, seq: 5, epoch: 'e2' } });
+        ack(ws, env);
+      } else if (env.type === 'resume' && env.payload.after === 10) {
+        send({ type: 'ack', id: env.id, payload: { id: env.id, ok: false, error: gapError, joined: true } });
+        send(msg(6)); // live delivery goes on: the connection is joined
+      } else if (env.type === 'resume') {
+        for (const seq of [3, 4, 5, 6]) send(msg(seq)); // 6 again: replayed and live
+        ack(ws, env, { seq: 6, epoch: 'e2' });
+      }
+    });
+  }
+
+  test('a resume into another epoch: gap, then everything the room keeps, once, in order', async (t) => {
+    const server = await epochServer({ code: 'history_gap', message: 'another epoch', oldest: 3, seq: 5, epoch: 'e2' });
+    t.after(() => server.close());
+    const c = client(server.url, { positions: { 'doc:1': { seq: 10, epoch: 'e1' } } });
+    const got = record(c, ['message', 'gap']);
+    await c.join('doc:1');
+    assert.deepEqual(got.of('gap'), [{ room: 'doc:1', after: 10, oldest: 3, seq: 5, epoch: 'e2', message: 'another epoch' }]);
+    assert.deepEqual(got.of('message').map((m) => m.seq), [3, 4, 5, 6]);
+    assert.deepEqual(c.positions()['doc:1'], { seq: 6, epoch: 'e2' });
+    const resumes = server.seen.filter((e) => e.type === 'resume').map((e) => e.payload);
+    assert.deepEqual(resumes, [
+      { room: 'doc:1', after: 10, epoch: 'e1' },
+      { room: 'doc:1', after: 2, epoch: 'e2' },
+    ]);
+    assert.ok(server.seen.findIndex((e) => e.type === 'join') < server.seen.findIndex((e) => e.type === 'resume'), 'join, then resume');
+  });
+
+  test("a gap told only in words (today's answer): the oldest seq is read from the message", async (t) => {
+    const server = await epochServer({ code: 'history_gap', message: 'history of "doc:1" starts at seq 3: messages after 10 can no longer all be replayed' });
+    t.after(() => server.close());
+    const c = client(server.url, { positions: { 'doc:1': 10 } });
+    const got = record(c, ['message', 'gap']);
+    await c.join('doc:1');
+    assert.equal(got.of('gap')[0].oldest, 3);
+    assert.deepEqual(got.of('message').map((m) => m.seq), [3, 4, 5, 6]);
+    const resumes = server.seen.filter((e) => e.type === 'resume').map((e) => e.payload);
+    assert.deepEqual(resumes, [{ room: 'doc:1', after: 10 }, { room: 'doc:1', after: 2 }], 'no epoch known, none sent');
+    assert.equal(c.positions()['doc:1'].epoch, 'e2', 'the epoch the resume ack gave');
   });
 });
 
