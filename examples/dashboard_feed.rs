@@ -13,7 +13,7 @@
 use std::error::Error;
 use std::time::{Duration, Instant};
 
-use hibiki::app::envelope::now_ms;
+use hibiki::hub::envelope::now_ms;
 use hibiki::client::{AppClient, Client};
 use serde_json::json;
 

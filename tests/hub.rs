@@ -2,143 +2,21 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use common::app::{Client, SEC, jwt_server, server, server_with, token};
 use common::{Peer, eventually, http, status_of};
 use hibiki::app::{ServeApp, ServeConfig};
+use hibiki::hub::Broker;
 use hibiki::hub::HubConfig;
-use hibiki::proto::{Event, MessageKind};
-use hibiki::reactor::{Running, Server};
+use hibiki::hub::store::{
+    Dedup, Epoch, MemoryBroker, NodeId, Position, Publication, PublishError, Replay, Reply, Since, Sink,
+    StoreError, Ticket,
+};
+use hibiki::proto::MessageKind;
+use hibiki::reactor::Server;
 use serde_json::{Value, json};
-
-const SEC: Duration = Duration::from_secs(1);
-const SECRET: &str = "test-secret";
-
-fn server_with(config: ServeConfig, threads: usize) -> Running<ServeApp> {
-    Server::builder()
-        .bind(common::local())
-        .threads(threads)
-        .tick(Some(Duration::from_millis(50)))
-        .start(ServeApp::new(config))
-        .unwrap()
-}
-
-fn server() -> Running<ServeApp> {
-    server_with(ServeConfig::default(), 2)
-}
-
-/// A `/ws` client speaking JSON (or MessagePack).
-struct Client {
-    peer: Peer,
-    msgpack: bool,
-    pub user: String,
-}
-
-impl Client {
-    fn connect(server: &Running<ServeApp>, headers: &[(&str, &str)]) -> Self {
-        Self::connect_at(server, "/ws", headers, false)
-    }
-
-    fn connect_at(server: &Running<ServeApp>, path: &str, headers: &[(&str, &str)], msgpack: bool) -> Self {
-        let protocols: &[&str] = if msgpack { &["hibiki.v1.msgpack"] } else { &["hibiki.v1.json"] };
-        let peer =
-            Peer::try_connect_with(server.local_addr(), path, headers, false, protocols).expect("upgrade");
-        let mut client = Self { peer, msgpack, user: String::new() };
-        let welcome = client.expect("welcome");
-        client.user = welcome["payload"]["user"].as_str().unwrap().to_owned();
-        client
-    }
-
-    fn send(&mut self, value: Value) {
-        if self.msgpack {
-            let bytes = rmp_serde::to_vec_named(&value).unwrap();
-            self.peer.send(MessageKind::Binary, &bytes);
-        } else {
-            self.peer.send_text(&value.to_string());
-        }
-    }
-
-    fn next(&mut self, timeout: Duration) -> Option<Value> {
-        loop {
-            match self.peer.next_event(timeout)? {
-                Event::Text(t) => {
-                    assert!(!self.msgpack, "JSON in a text frame only for the JSON protocol");
-                    return Some(serde_json::from_slice(&t).unwrap());
-                }
-                Event::Binary(b) => {
-                    assert!(self.msgpack, "MessagePack in binary frames");
-                    return Some(rmp_serde::from_slice(&b).unwrap());
-                }
-                Event::Ping(_) | Event::Pong(_) => continue,
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    }
-
-    /// The next envelope of type `kind`, skipping others.
-    fn expect(&mut self, kind: &str) -> Value {
-        for _ in 0..100 {
-            let Some(v) = self.next(5 * SEC) else { break };
-            if v["type"] == kind {
-                return v;
-            }
-        }
-        panic!("no {kind} envelope");
-    }
-
-    /// Nothing of type `kind` arrives within `wait`.
-    fn quiet(&mut self, kind: &str, wait: Duration) -> bool {
-        let deadline = std::time::Instant::now() + wait;
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match self.next(left) {
-                Some(v) if v["type"] == kind => return false,
-                Some(_) => continue,
-                None => return true,
-            }
-        }
-        true
-    }
-
-    fn request(&mut self, kind: &str, id: &str, payload: Value) -> Value {
-        self.send(json!({"type": kind, "id": id, "payload": payload}));
-        let ack = self.expect("ack");
-        assert_eq!(ack["payload"]["id"], id);
-        ack["payload"].clone()
-    }
-
-    fn join(&mut self, room: &str) -> Value {
-        self.send(json!({"type": "join", "id": format!("join-{room}"), "payload": {"room": room}}));
-        let presence = self.expect("presence");
-        let ack = self.expect("ack");
-        assert_eq!(ack["payload"]["ok"], true, "{ack}");
-        presence
-    }
-
-    fn close(self) {
-        drop(self.peer);
-    }
-}
-
-fn token(sub: &str, rooms: Option<Vec<&str>>, exp_offset: i64) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
-    let mut claims = json!({"sub": sub, "name": format!("User {sub}"), "exp": now + exp_offset});
-    if let Some(rooms) = rooms {
-        claims["rooms"] = json!(rooms);
-    }
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
-fn jwt_server() -> Running<ServeApp> {
-    let mut config = ServeConfig::default();
-    config.jwt_secret = Some(SECRET.into());
-    config.api_key = Some("api-key".into());
-    server_with(config, 2)
-}
 
 #[test]
 fn join_publish_and_ack_in_both_encodings() {
@@ -530,39 +408,60 @@ fn sse_streams_a_tick_room_too() {
 /// A broker of one's own behind the seam: the in-memory one, with every call counted.
 #[derive(Default)]
 struct CountingBroker {
-    inner: hibiki::hub::store::MemoryBroker,
-    calls: std::sync::Mutex<Vec<String>>,
+    inner: MemoryBroker,
+    calls: Mutex<Vec<String>>,
 }
 
-impl hibiki::hub::Broker for CountingBroker {
-    fn start(&self, workers: usize, deliver: hibiki::hub::store::Deliver) {
-        self.calls.lock().unwrap().push(format!("start {workers}"));
-        self.inner.start(workers, deliver);
+impl CountingBroker {
+    fn note(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
     }
-    fn subscribe(&self, room: &std::sync::Arc<str>, worker: usize) -> u64 {
-        self.calls.lock().unwrap().push(format!("subscribe {room}"));
-        self.inner.subscribe(room, worker)
+}
+
+impl Broker for CountingBroker {
+    fn start(&self, node: &NodeId, workers: usize, sink: Sink) {
+        self.note(format!("start {workers}"));
+        self.inner.start(node, workers, sink);
     }
-    fn unsubscribe(&self, room: &str, worker: usize, history: &dyn hibiki::hub::HistoryStore) {
-        self.calls.lock().unwrap().push(format!("unsubscribe {room}"));
-        self.inner.unsubscribe(room, worker, history)
+    fn subscribe(
+        &self,
+        room: &Arc<str>,
+        worker: usize,
+        since: Since,
+        ticket: Ticket,
+    ) -> Reply<Result<Replay, StoreError>> {
+        self.note(format!("subscribe {room}"));
+        self.inner.subscribe(room, worker, since, ticket)
+    }
+    fn unsubscribe(&self, room: &Arc<str>, worker: usize) {
+        self.note(format!("unsubscribe {room}"));
+        self.inner.unsubscribe(room, worker)
     }
     fn publish(
         &self,
-        room: &std::sync::Arc<str>,
-        options: hibiki::hub::store::PublishOptions<'_>,
-        make: &mut dyn FnMut(u64) -> hibiki::hub::broadcast::Broadcast,
-        history: &dyn hibiki::hub::HistoryStore,
-    ) -> u64 {
-        self.calls.lock().unwrap().push(format!("publish {room}"));
-        self.inner.publish(room, options, make, history)
+        publication: Publication,
+        dedup: Option<Dedup<'_>>,
+        ticket: Ticket,
+    ) -> Reply<Result<Position, PublishError>> {
+        self.note(format!("publish {}", publication.room));
+        self.inner.publish(publication, dedup, ticket)
     }
-    fn emit(&self, room: &str, event: std::sync::Arc<hibiki::hub::broadcast::Broadcast>) {
-        self.calls.lock().unwrap().push(format!("emit {room} {}", event.kind));
-        self.inner.emit(room, event)
+    fn history(
+        &self,
+        room: &Arc<str>,
+        after: u64,
+        epoch: Option<&Epoch>,
+        ticket: Ticket,
+    ) -> Reply<Result<Replay, StoreError>> {
+        self.note(format!("history {room}"));
+        self.inner.history(room, after, epoch, ticket)
     }
-    fn room_count(&self) -> usize {
-        self.inner.room_count()
+    fn emit(&self, publication: Publication) {
+        self.note(format!("emit {} {}", publication.room, publication.kind.as_str()));
+        self.inner.emit(publication)
+    }
+    fn kept(&self) -> Option<u64> {
+        self.inner.kept()
     }
 }
 
@@ -570,9 +469,8 @@ impl hibiki::hub::Broker for CountingBroker {
 fn room_state_goes_through_the_stores_seam() {
     let config = ServeConfig::default();
     let mut stores = hibiki::hub::Stores::memory(&config.hub);
-    let broker = std::sync::Arc::new(CountingBroker::default());
+    let broker = Arc::new(CountingBroker::default());
     stores.broker = broker.clone();
-    let history = stores.history.clone();
     let server = Server::builder()
         .bind(common::local())
         .threads(2)
@@ -585,7 +483,7 @@ fn room_state_goes_through_the_stores_seam() {
     let ack = a.request("publish", "p1", json!({"room": "chat:seam", "data": "hi"}));
     assert_eq!(ack["seq"], 1);
     assert_eq!(b.expect("message")["payload"]["data"], "hi");
-    assert_eq!(history.kept(), 1, "the message is in the history store given");
+    assert_eq!(broker.kept(), Some(1), "the message is in the broker's history");
     b.close();
     assert!(eventually(5 * SEC, || broker
         .calls

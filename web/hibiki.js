@@ -352,6 +352,7 @@ export class HibikiClient {
     this._closed = false;
     this._lastFrame = 0;
     this._pingSentAt = 0;
+    this._announcingResume = false; // the server's resume announces like a join
     /** 'idle', 'connecting', 'open', 'reconnecting' or 'closed'. */
     this.state = 'idle';
     /** The user id, connection id and name the server's `welcome` gave (null before). */
@@ -427,7 +428,7 @@ export class HibikiClient {
   _room(name, wanted) {
     let r = this._rooms.get(name);
     if (!r) {
-      r = { name, wanted, auto: false, seq: null, epoch: null, syncing: false, buffer: [], waiters: [], gaps: 0, synced: false };
+      r = { name, wanted, auto: false, seq: null, epoch: null, syncing: false, buffer: [], waiters: [], gaps: 0, synced: false, target: null };
       this._rooms.set(name, r);
     }
     if (wanted) r.wanted = true;
@@ -558,6 +559,8 @@ export class HibikiClient {
     r.syncing = true;
     r.buffer = [];
     r.gaps = 0;
+    r.target = null;
+    clearTimeout(r.flushTimer);
     if (r.seq == null) {
       // No position: a plain join; presence gives the room's seq at the join.
       const gen = this._gen;
@@ -567,9 +570,10 @@ export class HibikiClient {
       );
       return;
     }
-    if (!r.auto) {
-      // Join first so that presence arrives (and others see the user) on servers whose
-      // resume joins silently; messages it lets through are buffered until the resume's ack.
+    if (!r.auto && !this._announcingResume) {
+      // A server not yet seen to announce resumes (presence with an epoch, a resume ack with
+      // `joined`) may resume silently: join first, so that presence arrives and the others
+      // see the user. What the join lets through is held until the resume caught up.
       this._request('join', { room: r.name }, r.name).catch((e) => this._failed(r, e));
     }
     this._resume(r);
@@ -582,18 +586,34 @@ export class HibikiClient {
     this._request('resume', payload, r.name).then(
       (ack) => {
         if (this._rooms.get(r.name) !== r || gen !== this._gen) return;
+        if (typeof ack.joined === 'boolean') this._announcingResume = true;
         if (ack.epoch != null) r.epoch = String(ack.epoch);
-        this._synced(r, Number.isInteger(ack.seq) ? ack.seq : null);
+        this._caughtUpAt(r, Number.isInteger(ack.seq) ? ack.seq : null);
       },
       (e) => {
         if (this._rooms.get(r.name) !== r || gen !== this._gen) return;
-        if (e.code === 'history_gap') this._gap(r, e.details?.error ?? {});
+        if (e.code === 'history_gap') this._gap(r, e.details?.error ?? {}, e.details?.joined);
         else this._failed(r, e);
       },
     );
   }
 
-  _gap(r, error) {
+  /**
+   * The resume answered the room's seq: the room is caught up once every message up to it
+   * came. A server may replay before its ack or after it, so messages stay held until one
+   * with that seq is there (at once when nothing is owed), or until `ackTimeout` passed.
+   */
+  _caughtUpAt(r, seq) {
+    r.target = seq;
+    if (seq == null || seq <= (r.seq ?? 0) || r.buffer.some((m) => m.seq >= seq)) {
+      this._synced(r, seq);
+      return;
+    }
+    clearTimeout(r.flushTimer);
+    r.flushTimer = setTimeout(() => r.syncing && this._rooms.get(r.name) === r && this._synced(r, null), this.options.ackTimeout);
+  }
+
+  _gap(r, error, joined) {
     const oldest = oldestFrom(error);
     const gap = {
       room: r.name,
@@ -605,20 +625,44 @@ export class HibikiClient {
     };
     this._emit('gap', gap);
     r.gaps += 1;
-    // Replay all the history that still exists (of the room's current life).
+    // From now on, the room's current life from what it still keeps.
     r.seq = oldest != null ? Math.max(0, oldest - 1) : 0;
     r.epoch = error.epoch != null ? String(error.epoch) : null;
+    if (joined === true && oldest != null) {
+      // The server replays from `oldest` after this answer: wait for it.
+      this._announcingResume = true;
+      this._caughtUpAt(r, gap.seq);
+      return;
+    }
     if (r.gaps > 2) {
       // History keeps moving away: take what is buffered and continue live.
       r.seq = null;
       this._synced(r, null);
       return;
     }
+    // A server that answers the gap without replaying: ask again from there.
     this._resume(r);
+  }
+
+  /** A gap told while in the room: a hole history could not fill, or a new epoch. */
+  _liveGap(p) {
+    const r = this._rooms.get(p.room);
+    if (!r) return;
+    this._emit('gap', {
+      room: r.name,
+      after: r.seq,
+      oldest: Number.isInteger(p.oldest) ? p.oldest : null,
+      seq: Number.isInteger(p.seq) ? p.seq : null,
+      epoch: p.epoch ?? null,
+      message: p.message ?? '',
+    });
+    if (Number.isInteger(p.oldest)) r.seq = Math.max(0, p.oldest - 1);
+    if (p.epoch != null) r.epoch = String(p.epoch);
   }
 
   _synced(r, seq) {
     if (this._rooms.get(r.name) !== r) return;
+    clearTimeout(r.flushTimer);
     const buffered = r.buffer.sort((a, b) => a.seq - b.seq);
     r.buffer = [];
     r.syncing = false;
@@ -631,6 +675,15 @@ export class HibikiClient {
   /** A join or resume failed: refused (the room is given up), or timed out. */
   _failed(r, error) {
     if (error.code === 'closed' || error.code === 'stale') return;
+    if (error.code === 'unavailable') {
+      // Room state out of reach for now; nothing took effect: try again in a while.
+      const gen = this._gen;
+      clearTimeout(r.retryTimer);
+      r.retryTimer = setTimeout(() => {
+        if (gen === this._gen && this.state === 'open' && this._rooms.get(r.name) === r) this._subscribe(r);
+      }, backoffDelay(r.gaps, this.options.backoff, this.options.random));
+      return;
+    }
     // A timeout already replaced the connection: a room joined before is subscribed again
     // on the next one; a first join is given up, its join() rejected.
     if (error.code === 'timeout' && r.synced) return;
@@ -670,6 +723,7 @@ export class HibikiClient {
       case 'message':
         return this._message(p);
       case 'presence': {
+        if (p.epoch !== undefined) this._announcingResume = true;
         const r = this._rooms.get(p.room);
         if (r && !r.syncing) {
           if (r.seq == null && Number.isInteger(p.seq)) r.seq = p.seq;
@@ -688,6 +742,7 @@ export class HibikiClient {
       case 'messages_read':
         return this._emit('read', p);
       case 'error': {
+        if (p.code === 'history_gap' && p.room) this._liveGap(p);
         const id = env.id ?? p.id;
         if (id != null && this._pending.has(id)) return this._settle(id, { ok: false, error: p });
         return this._emit('error', new HibikiError(p.code ?? 'error', p.message ?? 'error', p));
@@ -722,6 +777,7 @@ export class HibikiClient {
     if (!r || !Number.isInteger(m.seq) || m.seq <= 0) return this._emit('message', m); // volatile: as it comes
     if (r.syncing && r.seq != null) {
       r.buffer.push(m);
+      if (r.target != null && m.seq >= r.target) this._synced(r, r.target);
       return undefined;
     }
     return this._deliver(r, m);
@@ -838,6 +894,9 @@ export class HibikiClient {
     for (const r of this._rooms.values()) {
       r.syncing = false;
       r.buffer = [];
+      r.target = null;
+      clearTimeout(r.flushTimer);
+      clearTimeout(r.retryTimer);
     }
     const stale = new HibikiError('stale', 'the connection was lost');
     for (const req of [...this._pending.values()]) {

@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use serde::Deserialize;
 
-use super::stats_room::STATS_ROOM;
-use crate::hub::pattern_matches;
+use crate::hub::Identity;
 use crate::proto::handshake::request::Request;
 
 /// The claims hibiki reads from a token.
@@ -24,41 +23,6 @@ pub struct Claims {
     pub rooms: Option<Vec<String>>,
     /// Expiry (seconds since the epoch); required.
     pub exp: u64,
-}
-
-/// An authenticated (or anonymous) user.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    /// The user id.
-    pub user: Arc<str>,
-    /// A display name.
-    pub name: Option<String>,
-    /// Room patterns allowed; `None`: any.
-    pub rooms: Option<Vec<String>>,
-}
-
-impl Identity {
-    /// Whether this user may join `room`. `user:ID` rooms belong to their user alone (others
-    /// reach them with `direct`); the stats room ([`STATS_ROOM`]) is open to everyone, whatever
-    /// the token's `rooms` claim says.
-    pub fn may_join(&self, room: &str) -> bool {
-        if let Some(owner) = room.strip_prefix("user:") {
-            return owner == &*self.user;
-        }
-        if room == STATS_ROOM {
-            return true;
-        }
-        match &self.rooms {
-            None => true,
-            Some(patterns) => patterns.iter().any(|p| pattern_matches(p, room)),
-        }
-    }
-
-    /// Whether this user may publish to `room`: where it may join, except `hibiki:` rooms,
-    /// which only the server publishes to.
-    pub fn may_publish(&self, room: &str) -> bool {
-        !room.starts_with("hibiki:") && self.may_join(room)
-    }
 }
 
 /// Why a request was refused (answered with 401).
@@ -166,18 +130,6 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_stats_room_is_open_to_read_and_closed_to_publish() {
-        let limited = Identity { user: Arc::from("ann"), name: None, rooms: Some(vec!["chat:*".into()]) };
-        assert!(limited.may_join(STATS_ROOM), "whatever the rooms claim says");
-        assert!(!limited.may_join("hibiki:other"));
-        assert!(!limited.may_join("game:1"));
-        assert!(limited.may_publish("chat:1"));
-        assert!(!limited.may_publish(STATS_ROOM), "only the server publishes there");
-        let any = Identity { user: Arc::from("bob"), name: None, rooms: None };
-        assert!(any.may_join("hibiki:other") && !any.may_publish("hibiki:other"));
-    }
 
     #[test]
     fn query_params_are_decoded() {

@@ -76,14 +76,34 @@ pub fn render(stats: &StatsSnapshot, hub: &Hub) -> String {
         "Connections closed for not answering pings.",
         stats.heartbeat_timeouts,
     );
-    let stores = hub.stores();
-    let members = stores.presence.connections();
-    let history = stores.history.kept() as u64;
-    let rooms = stores.broker.room_count() as u64;
-    metric(&mut out, "hibiki_rooms", "gauge", "Rooms with members or history.", rooms);
-    metric(&mut out, "hibiki_room_members", "gauge", "Room memberships (connections).", members);
-    metric(&mut out, "hibiki_history_messages", "gauge", "Messages kept in room history.", history);
     let c = &hub.counters;
+    let rooms = c.rooms.load(Ordering::Relaxed);
+    metric(&mut out, "hibiki_rooms", "gauge", "Rooms with members on this node (counted per worker).", rooms);
+    let members = c.members.load(Ordering::Relaxed);
+    metric(&mut out, "hibiki_room_members", "gauge", "Room memberships on this node (connections).", members);
+    if let Some(kept) = hub.stores().broker.kept() {
+        metric(
+            &mut out,
+            "hibiki_history_messages",
+            "gauge",
+            "Messages kept in room history by this node.",
+            kept,
+        );
+    }
+    let errors = c.store_errors.load(Ordering::Relaxed);
+    metric(&mut out, "hibiki_store_errors_total", "counter", "Room-state calls that failed.", errors);
+    let holes = c.holes_filled.load(Ordering::Relaxed);
+    metric(
+        &mut out,
+        "hibiki_holes_filled_total",
+        "counter",
+        "Holes in live streams fetched from history.",
+        holes,
+    );
+    let gaps = c.gaps.load(Ordering::Relaxed);
+    metric(&mut out, "hibiki_gaps_total", "counter", "Gaps members were told of.", gaps);
+    let healthy = u64::from(hub.health().is_ok());
+    metric(&mut out, "hibiki_stores_up", "gauge", "1 while room state is reachable, else 0.", healthy);
     metric(
         &mut out,
         "hibiki_published_total",

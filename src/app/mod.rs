@@ -12,7 +12,6 @@
 //! - anything else: 404.
 
 pub mod auth;
-pub mod envelope;
 pub mod metrics;
 mod serve;
 pub mod static_files;

@@ -24,9 +24,10 @@
 //! | `messages_in_per_sec`, `messages_out_per_sec` | their rates over the last period |
 //! | `bytes_in`, `bytes_out`, `bytes_in_per_sec`, `bytes_out_per_sec` | socket bytes and their rates |
 //! | `published`, `published_per_sec` | messages published to rooms |
-//! | `rooms`, `room_members`, `history_messages` | rooms with members or history, memberships, messages kept (gauges) |
+//! | `rooms`, `room_members`, `history_messages` | rooms with members on this node, memberships, messages kept (gauges) |
 //! | `dropped_volatile`, `slow_consumer_closes`, `heartbeat_timeouts`, `abnormal_closes` | what was dropped or closed |
 //! | `ticks`, `late_ticks`, `batches`, `replaced`, `tick_deferred` | tick rooms |
+//! | `store_errors`, `gaps`, `stores_up` | room-state calls that failed, gaps members were told of, whether room state is reachable |
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -35,13 +36,11 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::serve::AppCommand;
-use crate::app::envelope::now_ms;
+pub use crate::hub::STATS_ROOM;
 use crate::hub::Hub;
-use crate::hub::broadcast::Broadcast;
+use crate::hub::envelope::now_ms;
+use crate::hub::store::{Kind, Publication};
 use crate::reactor::{Handle, StatsSnapshot};
-
-/// The room the server publishes its counters to.
-pub const STATS_ROOM: &str = "hibiki:stats";
 
 /// Worker 0's memory of the previous sample, for the rates.
 #[derive(Debug)]
@@ -77,7 +76,6 @@ impl StatsFeed {
             }
             None => (0.0, 0.0, 0.0, 0.0, 0.0),
         };
-        let stores = hub.stores();
         let data = json!({
             "ts": now_ms(),
             "uptime_s": (now.duration_since(self.started).as_secs_f64() * 10.0).round() / 10.0,
@@ -94,9 +92,9 @@ impl StatsFeed {
             "bytes_out_per_sec": bout_rate,
             "published": published,
             "published_per_sec": pub_rate,
-            "rooms": stores.broker.room_count() as u64,
-            "room_members": stores.presence.connections(),
-            "history_messages": stores.history.kept() as u64,
+            "rooms": c.rooms.load(Ordering::Relaxed),
+            "room_members": c.members.load(Ordering::Relaxed),
+            "history_messages": hub.stores().broker.kept().unwrap_or(0),
             "dropped_volatile": snapshot.dropped_volatile,
             "slow_consumer_closes": snapshot.slow_consumer_closes,
             "heartbeat_timeouts": snapshot.heartbeat_timeouts,
@@ -106,6 +104,9 @@ impl StatsFeed {
             "batches": c.batches.load(Ordering::Relaxed),
             "replaced": c.replaced.load(Ordering::Relaxed),
             "tick_deferred": c.deferred.load(Ordering::Relaxed),
+            "store_errors": c.store_errors.load(Ordering::Relaxed),
+            "gaps": c.gaps.load(Ordering::Relaxed),
+            "stores_up": hub.health().is_ok(),
         });
         self.last = Some((now, snapshot, published));
         data
@@ -115,11 +116,12 @@ impl StatsFeed {
     /// `server`).
     pub(crate) fn publish(&mut self, now: Instant, snapshot: StatsSnapshot, hub: &Hub) {
         let data = self.sample(now, snapshot, hub);
-        let ts = now_ms();
-        let payload = json!({"room": STATS_ROOM, "seq": 0, "from": "server", "data": data, "ts": ts});
-        let mut message = Broadcast::new(Arc::from(STATS_ROOM), 0, "message", payload, ts);
-        message.volatile = true;
-        hub.stores().broker.emit(STATS_ROOM, Arc::new(message));
+        let from: Arc<str> = Arc::from("server");
+        let publication = Publication {
+            volatile: true,
+            ..Publication::new(Arc::from(STATS_ROOM), Kind::Message, from, data, now_ms())
+        };
+        hub.stores().broker.emit(publication);
     }
 }
 

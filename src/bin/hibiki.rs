@@ -83,6 +83,9 @@ struct ServeArgs {
     /// Room pattern batched per tick (repeat or comma-separate; `*` at the end is a prefix).
     #[arg(long = "tick-room", env = "HIBIKI_TICK_ROOMS", value_delimiter = ',', default_value = "game:*")]
     tick_rooms: Vec<String>,
+    /// Rooms one connection may join (its own `user:ID` room does not count).
+    #[arg(long, env = "HIBIKI_MAX_ROOMS", default_value_t = 256)]
+    max_rooms: usize,
     /// Users in a room past which joins and leaves are not announced and `presence` has only the count.
     #[arg(long, env = "HIBIKI_PRESENCE_LIMIT", default_value_t = 1000)]
     presence_limit: usize,
@@ -136,6 +139,7 @@ fn serve(args: ServeArgs) -> std::io::Result<()> {
     hub.tick_patterns = args.tick_rooms;
     hub.tick_rate = tick_rate;
     hub.presence_limit = args.presence_limit;
+    hub.max_rooms_per_connection = args.max_rooms;
     hub.tick_share = args.tick_share;
     let mut app = ServeConfig::default();
     app.hub = hub;

@@ -68,6 +68,10 @@ impl From<ClientError> for AckError {
 #[derive(Debug)]
 pub struct AppClient {
     client: Client,
+    /// Ids are `PREFIX-N`: the prefix is random per client, so ids stay unique across the
+    /// connections of a user (the server deduplicates publishes by user and id, across
+    /// reconnects: a reused id would be taken for a retry, or refused as `id_reused`).
+    prefix: String,
     next_id: u64,
     timeout: Duration,
     max_retries: u32,
@@ -77,7 +81,20 @@ pub struct AppClient {
 impl AppClient {
     /// Wraps a connected client. Acks are awaited 5 s, with 2 retries.
     pub fn new(client: Client) -> Self {
-        Self { client, next_id: 1, timeout: Duration::from_secs(5), max_retries: 2, inbox: VecDeque::new() }
+        let prefix = format!("{:016x}", rand::random::<u64>());
+        Self {
+            client,
+            prefix,
+            next_id: 1,
+            timeout: Duration::from_secs(5),
+            max_retries: 2,
+            inbox: VecDeque::new(),
+        }
+    }
+
+    /// The id the next [`request`](Self::request) will carry.
+    pub fn next_id(&self) -> String {
+        format!("{}-{}", self.prefix, self.next_id)
     }
 
     /// Sets how long to wait for an ack before resending.
@@ -115,11 +132,11 @@ impl AppClient {
     /// [`AckError::Refused`] when the server says no, [`AckError::Timeout`] after the retries,
     /// [`AckError::Client`] when the connection fails.
     pub fn request(&mut self, kind: &str, payload: Value) -> Result<Value, AckError> {
-        let id = self.next_id;
+        let id = self.next_id();
         self.next_id += 1;
         let envelope = json!({"type": kind, "id": id, "payload": payload}).to_string();
         let mut acks = AckTracker::new(self.max_retries);
-        acks.register(id, Instant::now());
+        acks.register(id.clone(), Instant::now());
         self.client.send_text(&envelope)?;
         loop {
             let deadline = acks.next_deadline(self.timeout).unwrap_or_else(Instant::now);
