@@ -13,8 +13,8 @@
 use std::error::Error;
 use std::time::{Duration, Instant};
 
-use hibiki::hub::envelope::now_ms;
 use hibiki::client::{AppClient, Client};
+use hibiki::hub::envelope::now_ms;
 use serde_json::json;
 
 /// The room the samples go to.

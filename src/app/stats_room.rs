@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::serve::AppCommand;
-pub use crate::hub::STATS_ROOM;
 use crate::hub::Hub;
+pub use crate::hub::STATS_ROOM;
 use crate::hub::envelope::now_ms;
 use crate::hub::store::{Kind, Publication};
 use crate::reactor::{Handle, StatsSnapshot};
