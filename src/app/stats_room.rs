@@ -10,7 +10,7 @@
 //! thread ends when the server stops (its post to worker 0 fails).
 //!
 //! The room is readable by every client, whatever its token's `rooms` claim says (see
-//! [`Identity::may_join`](super::auth::Identity::may_join)); no client may publish to a
+//! [`Identity::may_join`](crate::hub::Identity::may_join)); no client may publish to a
 //! `hibiki:` room (only the server does).
 //!
 //! Every field of the message's `data`, counters since start unless said otherwise:
