@@ -105,8 +105,10 @@ fn game_loop_players_get_snapshots_in_batches_and_the_host_their_inputs() {
     assert_eq!(summary.players.len(), 2);
     for &(batches, snapshots, last_frame) in &summary.players {
         assert!(batches >= 10, "players get batch frames: {batches}");
-        assert!(snapshots >= batches, "each batch carries the latest snapshot");
-        assert!(last_frame > 0);
+        // A batch holds the newest snapshot of its tick (and the other player's input, or a
+        // presence event, which some batches hold alone).
+        assert!((10..=batches).contains(&snapshots), "snapshots in batches: {snapshots} in {batches}");
+        assert!(last_frame >= 30, "players followed the game: last frame {last_frame}");
     }
     assert_eq!(summary.positions.len(), 2, "both players moved: {:?}", summary.positions);
     server.shutdown();
