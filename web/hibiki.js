@@ -314,11 +314,9 @@ function randomPrefix(random) {
   return Array.from(bytes, (b) => (b % 36).toString(36)).join('');
 }
 
-/** Reads the oldest seq out of a history_gap answer of a server that only explains it in words. */
+/** The first seq a history_gap answer says the server replays from. */
 function oldestFrom(error) {
-  if (Number.isInteger(error?.oldest)) return error.oldest;
-  const m = /starts at seq (\d+)/.exec(error?.message ?? '');
-  return m ? Number(m[1]) : null;
+  return Number.isInteger(error?.oldest) ? error.oldest : null;
 }
 
 /**
@@ -352,7 +350,6 @@ export class HibikiClient {
     this._closed = false;
     this._lastFrame = 0;
     this._pingSentAt = 0;
-    this._announcingResume = false; // the server's resume announces like a join
     /** 'idle', 'connecting', 'open', 'reconnecting' or 'closed'. */
     this.state = 'idle';
     /** The user id, connection id and name the server's `welcome` gave (null before). */
@@ -570,12 +567,7 @@ export class HibikiClient {
       );
       return;
     }
-    if (!r.auto && !this._announcingResume) {
-      // A server not yet seen to announce resumes (presence with an epoch, a resume ack with
-      // `joined`) may resume silently: join first, so that presence arrives and the others
-      // see the user. What the join lets through is held until the resume caught up.
-      this._request('join', { room: r.name }, r.name).catch((e) => this._failed(r, e));
-    }
+    // A resume is a join: presence comes, the others see the user.
     this._resume(r);
   }
 
@@ -586,7 +578,6 @@ export class HibikiClient {
     this._request('resume', payload, r.name).then(
       (ack) => {
         if (this._rooms.get(r.name) !== r || gen !== this._gen) return;
-        if (typeof ack.joined === 'boolean') this._announcingResume = true;
         if (ack.epoch != null) r.epoch = String(ack.epoch);
         this._caughtUpAt(r, Number.isInteger(ack.seq) ? ack.seq : null);
       },
@@ -630,7 +621,6 @@ export class HibikiClient {
     r.epoch = error.epoch != null ? String(error.epoch) : null;
     if (joined === true && oldest != null) {
       // The server replays from `oldest` after this answer: wait for it.
-      this._announcingResume = true;
       this._caughtUpAt(r, gap.seq);
       return;
     }
@@ -723,7 +713,6 @@ export class HibikiClient {
       case 'message':
         return this._message(p);
       case 'presence': {
-        if (p.epoch !== undefined) this._announcingResume = true;
         const r = this._rooms.get(p.room);
         if (r && !r.syncing) {
           if (r.seq == null && Number.isInteger(p.seq)) r.seq = p.seq;
