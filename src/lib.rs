@@ -6,7 +6,9 @@
 //!
 //! ```text
 //!  bin     hibiki serve | hibiki load
-//!  app     what each path does (echo, broadcast, rooms)
+//!  app     what each path does (echo, broadcast, /ws, SSE, publish API, metrics), JWT
+//!  hub     rooms, acks, presence, history and resume, tick batching, envelopes, room access
+//!          store seam: Broker + PresenceStore, answers now (in memory) or later (remote)
 //!  io      reactor: mio Poll per worker, accept, corked writes, writev queues, timers, limits
 //!          client: connect, reconnect with backoff and jitter, heartbeats
 //!  proto   sans-IO: handshake · frame · mask · utf8 · deflate · close · connection
@@ -50,6 +52,27 @@
 //! let server = Server::builder().bind("127.0.0.1:8080".parse().unwrap()).start(ServeApp::default())?;
 //! server.wait();
 //! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! ## Room state behind a seam
+//!
+//! [`hub`] keeps rooms through [`hub::store`]: a [`hub::Broker`] numbers, stores and fans out
+//! each room's messages as one operation and answers positions — a seq and an epoch, the
+//! room's numbering era — and a [`hub::PresenceStore`] knows who is in a room. Every call
+//! answers now ([`hub::Reply::Now`], the in-memory default, at no extra cost) or later
+//! ([`hub::Reply::Later`]: the answer comes back to the asking worker through its channel), and
+//! may fail ([`hub::StoreError`]): the client then gets a failed ack `unavailable`, never an
+//! `ok`. [`hub`]'s module docs walk one publish from the socket to every recipient.
+//!
+//! ```
+//! use hibiki::app::{ServeApp, ServeConfig};
+//! use hibiki::hub::Stores;
+//!
+//! // Stores of one's own: here the in-memory ones, as `hibiki serve` uses by default.
+//! let config = ServeConfig::default();
+//! let stores = Stores::memory(&config.hub);
+//! let app = ServeApp::with_stores(config, stores);
+//! # let _ = app;
 //! ```
 #![doc(test(attr(deny(warnings))))]
 #![deny(unsafe_code)]

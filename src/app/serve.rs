@@ -1,12 +1,15 @@
 //! The handler behind `hibiki serve`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::auth::{Auth, query_param};
 use super::metrics;
+use super::static_files;
+use super::stats_room::{self, StatsFeed};
 use crate::cluster::ClusterConfig;
 use crate::hub::envelope::{Encoding, JSON_PROTOCOL, MSGPACK_PROTOCOL};
 use crate::hub::store::Position;
@@ -20,7 +23,7 @@ use crate::reactor::{
 };
 
 /// What `hibiki serve` runs, besides the transport settings.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ServeConfig {
     /// Rooms, history and ticks.
@@ -31,6 +34,21 @@ pub struct ServeConfig {
     pub api_key: Option<String>,
     /// Room state in Redis, shared by every node with the same settings; none: in memory.
     pub cluster: Option<ClusterConfig>,
+    /// How often the server's counters are published to the stats room
+    /// ([`STATS_ROOM`](super::STATS_ROOM)); `None`: never. Default 1 s.
+    pub stats_period: Option<Duration>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            hub: HubConfig::default(),
+            jwt_secret: None,
+            api_key: None,
+            stats_period: Some(Duration::from_secs(1)),
+            cluster: None,
+        }
+    }
 }
 
 /// A connection's route and state.
@@ -64,6 +82,7 @@ pub struct ServeApp {
     hub: Hub,
     auth: Auth,
     api_key: Option<String>,
+    stats_period: Option<Duration>,
 }
 
 impl Default for ServeApp {
@@ -77,6 +96,7 @@ impl Default for ServeApp {
 pub struct ServeLocal {
     members: Vec<ConnId>,
     hub: HubLocal,
+    stats: StatsFeed,
 }
 
 /// What one worker tells another.
@@ -86,6 +106,8 @@ pub enum AppCommand {
     Fanout(Bytes),
     /// What the room stores hand a worker: a publication or a later answer.
     Store(ToWorker),
+    /// Publish the counters to the stats room (sent to worker 0 once a period).
+    PublishStats,
 }
 
 impl ServeApp {
@@ -105,6 +127,7 @@ impl ServeApp {
             hub: Hub::with_stores(config.hub, stores),
             auth: Auth::new(config.jwt_secret.as_deref()),
             api_key: config.api_key,
+            stats_period: config.stats_period,
         }
     }
 
@@ -211,10 +234,14 @@ impl Handler for ServeApp {
     type Command = AppCommand;
 
     fn local(&self, worker: usize) -> ServeLocal {
-        ServeLocal { members: Vec::new(), hub: HubLocal::new(worker) }
+        let period = self.stats_period.unwrap_or(Duration::from_secs(1));
+        ServeLocal { members: Vec::new(), hub: HubLocal::new(worker), stats: StatsFeed::new(period) }
     }
 
     fn on_start(&self, handle: &Handle<AppCommand>) {
+        if let Some(period) = self.stats_period.filter(|p| !p.is_zero()) {
+            stats_room::spawn(handle.clone(), period);
+        }
         let handle = handle.clone();
         let workers = handle.workers();
         self.hub.start(
@@ -246,7 +273,10 @@ impl Handler for ServeApp {
                 "text/plain; version=0.0.4",
                 metrics::render(&request.stats.snapshot(), &self.hub),
             )),
-            _ => Decision::Respond(HttpResponse::text(404, "not found\n")),
+            path => Decision::Respond(
+                static_files::respond(request.head.method, path)
+                    .unwrap_or_else(|| HttpResponse::text(404, "not found\n")),
+            ),
         }
     }
 
@@ -315,6 +345,10 @@ impl Handler for ServeApp {
                 let (local, mut out) = ctx.split();
                 // Deferred HTTP answers are not wired yet: nothing asks for one.
                 let _ = self.hub.on_store(&mut local.hub, &mut out, what);
+            }
+            AppCommand::PublishStats => {
+                let (now, snapshot) = (ctx.now(), ctx.handle().stats().snapshot());
+                ctx.local().stats.publish(now, snapshot, &self.hub);
             }
         }
     }

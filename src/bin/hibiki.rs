@@ -96,6 +96,10 @@ struct ServeArgs {
     /// first next tick with the latest state per key.
     #[arg(long, env = "HIBIKI_TICK_SHARE", default_value_t = 0.5)]
     tick_share: f64,
+    /// Seconds between the counters the server publishes to the `hibiki:stats` room (the
+    /// page's dashboard); 0 turns it off.
+    #[arg(long, env = "HIBIKI_STATS_INTERVAL", default_value_t = 1.0)]
+    stats_interval: f64,
     /// Redis server keeping room state for every node (repeat or comma-separate to spread
     /// rooms over several; every node must list the same ones in the same order); none: in memory.
     #[arg(long = "redis", env = "HIBIKI_REDIS", value_delimiter = ',')]
@@ -171,6 +175,7 @@ fn serve(args: ServeArgs) -> std::io::Result<()> {
     app.hub = hub;
     app.jwt_secret = args.jwt_secret;
     app.api_key = args.api_key;
+    app.stats_period = (args.stats_interval > 0.0).then(|| secs(args.stats_interval));
     let server = builder.start(ServeApp::new(app))?;
     tracing::info!(addr = %server.local_addr(), threads, "hibiki serve listening");
     let handle = server.handle();

@@ -277,7 +277,7 @@ impl Hub {
             Command::Leave { room } => Answer::Ack(self.leave(local, conn, room), None),
             Command::Publish { room, data, volatile, key, echo } => {
                 let Some(s) = local.sessions.get(&conn) else { return Answer::Sent };
-                if !s.identity.may_join(room) {
+                if !s.identity.may_publish(room) {
                     let error =
                         HubError::new(ErrorCode::Forbidden, format!("not allowed to publish to {room:?}"));
                     return Answer::Ack(Err(error), None);

@@ -56,7 +56,7 @@ use serde_json::Value;
 use crate::reactor::ConnId;
 pub use commands::{ErrorCode, HubError, Session};
 use envelope::{MessageId, now_ms};
-pub use identity::{Identity, pattern_matches};
+pub use identity::{Identity, STATS_ROOM, pattern_matches};
 pub use out::{Out, Recorder};
 pub use rooms::HubLocal;
 pub use store::{Broker, PresenceStore, Reply, Sink, StoreError, Ticket, ToWorker, Waiter};

@@ -324,7 +324,7 @@ impl Hub {
             if let Some(first) = first_held.filter(|&first| first > room.logged + 1) {
                 self.counters.gaps.fetch_add(1, Ordering::Relaxed);
                 for member in &room.members {
-                    member.tell_gap(out, name, first, first - 1, room.epoch.as_ref());
+                    member.tell_gap(out, name, first, room.logged, room.epoch.as_ref());
                 }
                 room.logged = first - 1;
             }
@@ -358,7 +358,7 @@ impl Hub {
                     let first_held = held.1.iter().map(|m| m.seq).find(|&s| s > 0);
                     if let Some(first) = first_held.filter(|&first| first > reached.max(member.since) + 1) {
                         self.counters.gaps.fetch_add(1, Ordering::Relaxed);
-                        member.tell_gap(out, name, first, first - 1, room.epoch.as_ref());
+                        member.tell_gap(out, name, first, member.since, room.epoch.as_ref());
                         member.since = first - 1;
                     }
                     member.held = Some(held);

@@ -11,7 +11,7 @@ use serde_json::json;
 use slab::Slab;
 
 use super::broadcast::{Broadcast, Variant};
-use super::commands::{ErrorCode, HubError, Session, envelope_frame};
+use super::commands::{ErrorCode, Session, envelope_frame};
 use super::envelope::Encoding;
 use super::pending::Pending;
 use super::store::{Epoch, Reply, Ticket, Waiter};
@@ -104,7 +104,8 @@ impl Member {
         Ok(())
     }
 
-    /// Tells the member that messages up to `seq` (exclusive of what follows) are lost to it.
+    /// Tells the member that messages after `seq` (the last it had) and before `oldest` (the
+    /// next it gets) are lost to it; `epoch` is the room's epoch from now on.
     pub(super) fn tell_gap(
         &self,
         out: &mut impl Out,
@@ -114,11 +115,9 @@ impl Member {
         epoch: Option<&Epoch>,
     ) {
         let Some((encoding, _)) = self.ws else { return };
-        let error =
-            HubError { oldest: Some(oldest), seq: Some(seq), ..HubError::new(ErrorCode::HistoryGap, "") };
-        let message = format!("messages of {room:?} before seq {oldest} were lost and cannot be replayed");
+        let message = format!("messages of {room:?} after seq {seq} and before {oldest} cannot be delivered");
         let payload = json!({
-            "code": error.code, "message": message, "room": room, "oldest": oldest, "seq": seq,
+            "code": ErrorCode::HistoryGap, "message": message, "room": room, "oldest": oldest, "seq": seq,
             "epoch": epoch.map(Epoch::as_str),
         });
         out.send_frame(self.conn, &envelope_frame(encoding, "error", None, payload));
