@@ -311,10 +311,12 @@ fn open(cluster: &Arc<Cluster>, index: usize) -> Result<(TcpStream, Arc<Link>), 
             let mut cmd = redis::cmd("SCRIPT");
             cmd.arg("LOAD").arg(lua.source);
             cmd.write_packed_command(&mut buf);
-            let name = lua.name;
+            let (name, sha, check) = (lua.name, lua.sha.as_str(), Arc::clone(&link));
             let done: OnReply = Box::new(move |r| {
-                if let Err(e) = r {
-                    tracing::warn!("SCRIPT LOAD {name}: {e:?}");
+                // A server that does not load the scripts as Redis does is of no use.
+                if !matches!(&r, Ok(Value::BulkString(b)) if b == sha.as_bytes()) {
+                    tracing::warn!("SCRIPT LOAD {name} answered {r:?}: closing the connection");
+                    check.close();
                 }
             });
             flights.push_back(Some(Job::new(Call::Cmd(redis::Cmd::new()), cluster.settings.timeout, done)));

@@ -108,8 +108,7 @@ fn probe(cluster: &Arc<Cluster>, index: usize, now: Instant) {
     if !shard.commands.is_up() || !pubsub.is_up() || !pubsub.probing.load(Ordering::SeqCst) {
         return;
     }
-    let (acked, at) = *lock(&pubsub.probe_acked);
-    if acked > pubsub.probe_seen.load(Ordering::SeqCst) && now.duration_since(at) > PROBE_LATE {
+    if pubsub.probe_missing(now, PROBE_LATE) {
         tracing::warn!(shard = index, "redis pub/sub connection stopped receiving: reconnecting");
         pubsub.close();
         return;
@@ -121,12 +120,7 @@ fn probe(cluster: &Arc<Cluster>, index: usize, now: Instant) {
     cluster.call(index, Call::Cmd(cmd), move |reply| {
         let Ok(value) = reply else { return };
         let pubsub = &c.shards[index].pubsub;
-        {
-            let mut acked = lock(&pubsub.probe_acked);
-            if n > acked.0 {
-                *acked = (n, Instant::now());
-            }
-        }
+        pubsub.probe_acked(n, Instant::now());
         if wire::int(&value).unwrap_or(0) == 0 && pubsub.probing.load(Ordering::SeqCst) {
             tracing::warn!(shard = index, "redis lost this node's pub/sub subscription: reconnecting");
             pubsub.close();

@@ -29,12 +29,18 @@ pub(crate) struct PubSub {
     wake: (Mutex<bool>, Condvar),
     /// The probe channel's subscription is confirmed.
     pub(crate) probing: AtomicBool,
-    /// The last probe number published, and when Redis acknowledged it.
-    pub(crate) probe_acked: Mutex<(u64, Instant)>,
-    /// The last probe number received on this connection.
-    pub(crate) probe_seen: AtomicU64,
     /// Probes sent.
     pub(crate) probe_sent: AtomicU64,
+    probe: Mutex<Probe>,
+}
+
+/// Probes Redis acknowledged and probes that arrived.
+#[derive(Debug, Default)]
+struct Probe {
+    acked: u64,
+    seen: u64,
+    /// Since when an acknowledged probe has been missing.
+    missing_since: Option<Instant>,
 }
 
 impl PubSub {
@@ -45,10 +51,35 @@ impl PubSub {
             reason: Mutex::new("not connected yet".into()),
             wake: (Mutex::new(false), Condvar::new()),
             probing: AtomicBool::new(false),
-            probe_acked: Mutex::new((0, Instant::now())),
-            probe_seen: AtomicU64::new(0),
             probe_sent: AtomicU64::new(0),
+            probe: Mutex::new(Probe::default()),
         }
+    }
+
+    /// Redis acknowledged probe `n` (it was published).
+    pub(crate) fn probe_acked(&self, n: u64, now: Instant) {
+        let mut probe = lock(&self.probe);
+        probe.acked = probe.acked.max(n);
+        if probe.acked > probe.seen && probe.missing_since.is_none() {
+            probe.missing_since = Some(now);
+        }
+    }
+
+    /// Probe `n` arrived on this connection.
+    fn probe_seen(&self, n: u64) {
+        let mut probe = lock(&self.probe);
+        probe.seen = probe.seen.max(n);
+        probe.missing_since = (probe.acked > probe.seen).then(Instant::now);
+    }
+
+    /// Whether an acknowledged probe has been missing for longer than `late`.
+    pub(crate) fn probe_missing(&self, now: Instant, late: Duration) -> bool {
+        lock(&self.probe).missing_since.is_some_and(|t| now.duration_since(t) > late)
+    }
+
+    fn probe_reset(&self) {
+        *lock(&self.probe) = Probe::default();
+        self.probe_sent.store(0, Ordering::SeqCst);
     }
 
     pub(crate) fn is_up(&self) -> bool {
@@ -86,8 +117,7 @@ impl PubSub {
         if !self.is_up() {
             return Err(format!("pub/sub: {}", self.reason()));
         }
-        let (acked, _) = *lock(&self.probe_acked);
-        if acked > self.probe_seen.load(Ordering::SeqCst) + 1 {
+        if self.probe_missing(Instant::now(), Duration::from_secs(1)) {
             return Err("pub/sub connection stopped receiving".into());
         }
         Ok(())
@@ -154,6 +184,7 @@ fn open(cluster: &Arc<Cluster>, index: usize) -> Result<TcpStream, String> {
     let (mut stream, reader) = conn::connect(&shard.target, &name, cluster.settings.timeout)?;
     let closer = stream.try_clone().map_err(|e| e.to_string())?;
     shard.pubsub.probing.store(false, Ordering::SeqCst);
+    shard.pubsub.probe_reset();
     *lock(&shard.pubsub.link) = Some(closer);
     shard.pubsub.up.store(true, Ordering::SeqCst);
     let c = Arc::clone(cluster);
@@ -206,8 +237,7 @@ fn read(cluster: &Arc<Cluster>, index: usize, mut reader: Reader) {
         if channel == probe.as_bytes() {
             match kind {
                 b"message" => {
-                    let n = wire::uint(body).unwrap_or(0);
-                    shard.pubsub.probe_seen.fetch_max(n, Ordering::SeqCst);
+                    shard.pubsub.probe_seen(wire::uint(body).unwrap_or(0));
                 }
                 b"subscribe" => shard.pubsub.probing.store(true, Ordering::SeqCst),
                 _ => {}
