@@ -130,7 +130,7 @@ fn probe(cluster: &Arc<Cluster>, index: usize, now: Instant) {
 
 /// This node life's heartbeat; a heartbeat that had expired means the survivors may have
 /// removed this life's presence: it goes back in.
-fn heartbeat(cluster: &Arc<Cluster>, index: usize) {
+pub(crate) fn heartbeat(cluster: &Arc<Cluster>, index: usize) {
     if !cluster.shards[index].commands.is_up() {
         return;
     }

@@ -409,9 +409,11 @@ impl Cluster {
         }
     }
 
-    /// The command connection of shard `index` (re)connected: this node life's presence
-    /// goes back in (a no-op for entries still there; Redis may have lost them).
+    /// The command connection of shard `index` (re)connected: this node life beats at once
+    /// (the survivors know it from now on) and its presence goes back in (a no-op for
+    /// entries still there; Redis may have lost them).
     pub(crate) fn on_commands_up(self: &Arc<Self>, index: usize) {
+        keeper::heartbeat(self, index);
         presence::restore(self, index);
     }
 }

@@ -55,6 +55,15 @@ impl Client {
     ) -> Self {
         let protocols: &[&str] = if msgpack { &["hibiki.v1.msgpack"] } else { &["hibiki.v1.json"] };
         let peer = Peer::try_connect_with(addr, path, headers, false, protocols).expect("upgrade");
+        Self::on(peer, msgpack)
+    }
+
+    /// A JSON client on a connected peer.
+    pub fn from_peer(peer: Peer) -> Self {
+        Self::on(peer, false)
+    }
+
+    fn on(peer: Peer, msgpack: bool) -> Self {
         let mut client = Self { peer, msgpack, user: String::new() };
         let welcome = client.expect("welcome");
         client.user = welcome["payload"]["user"].as_str().unwrap().to_owned();
@@ -96,6 +105,19 @@ impl Client {
             }
         }
         panic!("no {kind} envelope");
+    }
+
+    /// The next envelope of type `kind` within `wait`, skipping others.
+    pub fn expect_within(&mut self, kind: &str, wait: Duration) -> Value {
+        let deadline = std::time::Instant::now() + wait;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.next(left) {
+                Some(v) if v["type"] == kind => return v,
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        panic!("no {kind} envelope within {wait:?}");
     }
 
     /// Nothing of type `kind` arrives within `wait`.

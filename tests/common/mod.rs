@@ -75,7 +75,33 @@ impl Peer {
         deflate: bool,
         protocols: &[&str],
     ) -> Result<Self, Refused> {
-        let mut stream = TcpStream::connect(addr).expect("connect");
+        let stream = TcpStream::connect(addr).expect("connect");
+        Self::handshake_on(stream, addr, path, headers, deflate, protocols)
+    }
+
+    /// Connects from the local address `source` (e.g. `127.0.3.1`: another client to a
+    /// proxy that balances by address).
+    pub fn try_connect_from(
+        source: std::net::IpAddr,
+        addr: SocketAddr,
+        path: &str,
+        protocols: &[&str],
+    ) -> Result<Self, Refused> {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.bind(&SocketAddr::new(source, 0).into()).expect("bind the source address");
+        socket.connect(&addr.into()).expect("connect");
+        Self::handshake_on(socket.into(), addr, path, &[], false, protocols)
+    }
+
+    /// The opening handshake on a connected stream.
+    pub fn handshake_on(
+        mut stream: TcpStream,
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+        deflate: bool,
+        protocols: &[&str],
+    ) -> Result<Self, Refused> {
         stream.set_nodelay(true).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let joined = protocols.join(", ");
@@ -227,5 +253,6 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     check()
 }
 pub mod app;
+pub mod nginx;
 pub mod nodes;
 pub mod redis_server;
