@@ -38,8 +38,8 @@ fn through_nginx_clients_on_different_nodes_reach_each_other() {
         let source: IpAddr = format!("127.0.{k}.1").parse().unwrap();
         let peer =
             common::Peer::try_connect_from(source, nginx.addr, "/ws", &["hibiki.v1.json"]).expect("upgrade");
-        let mut client = Client::from_peer(peer);
-        client.join("chat:lb");
+        // Open (welcomed) on its node: counted there.
+        let client = Client::from_peer(peer);
         let after = (connections(a.local_addr()), connections(b.local_addr()));
         if after.0 > before.0 && on_a.is_none() {
             on_a = Some(client);
@@ -53,6 +53,8 @@ fn through_nginx_clients_on_different_nodes_reach_each_other() {
     let (Some(mut on_a), Some(mut on_b)) = (on_a, on_b) else {
         panic!("ip_hash put every client on one node")
     };
+    on_a.join("chat:lb");
+    on_b.join("chat:lb");
     let ack = on_a.request("publish", "from-a", json!({"room": "chat:lb", "data": "hello b"}));
     assert_eq!(ack["ok"], true, "{ack}");
     assert_eq!(on_b.expect("message")["payload"]["data"], "hello b");
@@ -63,7 +65,7 @@ fn through_nginx_clients_on_different_nodes_reach_each_other() {
     }
     assert_eq!(got, [json!("hello b"), json!("hello a")]);
     // Plain HTTP through the proxy too.
-    let health = common::http(nginx.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let health = common::http(nginx.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert_eq!(common::status_of(&health), 200, "{health}");
 }
 
