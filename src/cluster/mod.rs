@@ -153,6 +153,12 @@ pub(crate) struct Settings {
     pub(crate) presence_limit: usize,
 }
 
+/// This node life's presence: room -> conn -> user.
+pub(crate) type Mirror = HashMap<Arc<str>, HashMap<u64, Arc<str>>>;
+
+/// A presence entry: room, conn, user.
+pub(crate) type Entry = (Arc<str>, u64, Arc<str>);
+
 /// One Redis server: its two connections and this node's routes of its rooms.
 pub(crate) struct Shard {
     pub(crate) target: Target,
@@ -172,11 +178,11 @@ pub(crate) struct Cluster {
     sink: OnceLock<Sink>,
     stopped: AtomicBool,
     /// This node life's presence entries: room -> conn -> user (re-added when Redis lost them).
-    pub(crate) mirror: Mutex<HashMap<Arc<str>, HashMap<u64, Arc<str>>>>,
+    pub(crate) mirror: Mutex<Mirror>,
     /// Dead node lives being swept.
     pub(crate) sweeping: Mutex<HashSet<String>>,
     /// Presence removals that failed `(room, conn, user)`, retried when Redis is back.
-    pub(crate) retry: Mutex<Vec<(Arc<str>, u64, Arc<str>)>>,
+    pub(crate) retry: Mutex<Vec<Entry>>,
 }
 
 impl Cluster {

@@ -111,6 +111,9 @@ impl Route {
     }
 }
 
+/// A catch-up to fetch: the room, the seq after which, its epoch.
+pub(crate) type CatchUp = (Arc<str>, u64, Option<Epoch>);
+
 /// The rooms of a shard on this node.
 #[derive(Default)]
 pub(crate) struct Routes {
@@ -170,7 +173,7 @@ impl Routes {
 
     /// Redis confirmed a subscription change of `room`; the position reads (and the
     /// catch-up) that waited for it, once nothing else is pending.
-    pub(crate) fn confirmed(&mut self, room: &str) -> (Vec<Job>, Option<(Arc<str>, u64, Option<Epoch>)>) {
+    pub(crate) fn confirmed(&mut self, room: &str) -> (Vec<Job>, Option<CatchUp>) {
         let Some((name, _)) = self.rooms.get_key_value(room) else { return (Vec::new(), None) };
         let name = Arc::clone(name);
         let Some(route) = self.rooms.get_mut(&name) else { return (Vec::new(), None) };
@@ -193,7 +196,7 @@ impl Routes {
     }
 
     /// Starts a catch-up of a stale, active room not already fetching: `(room, after, epoch)`.
-    pub(crate) fn catch_up(&mut self, room: &Arc<str>) -> Option<(Arc<str>, u64, Option<Epoch>)> {
+    pub(crate) fn catch_up(&mut self, room: &Arc<str>) -> Option<CatchUp> {
         let route = self.rooms.get_mut(room)?;
         if !route.stale || !route.active || route.held.is_some() {
             return None;
