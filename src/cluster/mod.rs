@@ -21,7 +21,7 @@
 //!                     keeper: deadlines, probe, heartbeat, dead-node sweep
 //! ```
 //!
-//! Answers and messages reach a worker through the hub's [`Sink`](crate::hub::Sink); a
+//! Answers and messages reach a worker through the hub's [`Sink`]; a
 //! message is wrapped once per node (`Arc<Broadcast>`) and posted to the workers that have
 //! members of its room, so it is encoded once per node.
 //!
