@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Cluster benchmarks, one run: one node with the in-memory hub beside two nodes over one
+# Redis (a private redis-server without persistence), with `hibiki load`:
+#   fan-out (publisher on A, subscribers split over A and B), publish-to-delivery latency,
+#   numbered publishes through one node and `redis-benchmark -P 64` of the same script,
+#   Redis commands per publish, tick rooms with members on both nodes.
+# Servers are pinned to CPU 1, the load tool and Redis to CPU 0 (SERVER_CPU, LOAD_CPU).
+# HIBIKI: the server binary; HIBIKI_LOAD: the load tool (needs --url per node); DURATION s.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${HIBIKI:-target/release/hibiki}
+LOAD=${HIBIKI_LOAD:-$BIN}
+D=${DURATION:-5}
+SERVER_CPU=${SERVER_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+DIR=$(mktemp -d)
+RP=${REDIS_PORT:-6390}
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; redis-cli -p "$RP" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$DIR"; }
+trap cleanup EXIT
+
+taskset -c "$LOAD_CPU" redis-server --port "$RP" --bind 127.0.0.1 --save '' --appendonly no --dir "$DIR" --daemonize yes --pidfile "$DIR/redis.pid" >/dev/null
+for _ in $(seq 50); do redis-cli -p "$RP" ping >/dev/null 2>&1 && break; sleep 0.1; done
+REDIS=redis://127.0.0.1:$RP/
+
+serve() { # port [args...]
+  local port=$1; shift
+  RUST_LOG=warn taskset -c "$SERVER_CPU" "$BIN" serve --listen "127.0.0.1:$port" --threads 1 "$@" >"$DIR/$port.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.05; done
+}
+serve 8181; S=${PIDS[-1]}
+serve 8182 --redis "$REDIS" --node-id a; A=${PIDS[-1]}
+serve 8183 --redis "$REDIS" --node-id b; B=${PIDS[-1]}
+one=ws://127.0.0.1:8181/ws; a=ws://127.0.0.1:8182/ws; b=ws://127.0.0.1:8183/ws
+load() { taskset -c "$LOAD_CPU" "$LOAD" load "$@" -d "$D" -q 2>&1 | grep -Ev '^\s*$'; }
+step() { printf '\n=== %s\n' "$*"; }
+
+for rate in 100 300; do
+  step "fan-out, 5,000 subscribers, $rate msg/s: one node"
+  load room -c 5000 --rate "$rate" --threads 1 --url "$one" --server-pid "$S" --room "chat:fan$rate"
+  step "fan-out, 5,000 subscribers, $rate msg/s: publisher on A, subscribers split over A and B"
+  load room -c 5000 --rate "$rate" --threads 1 --publish-url "$a" --url "$a" --url "$b" --server-pid "$A,$B" --redis "$REDIS" --room "chat:fanc$rate"
+done
+
+step "latency, 1,000 subscribers, 50 msg/s: one node"
+load room -c 1000 --rate 50 --url "$one" --server-pid "$S" --room chat:lat
+step "latency, 1,000 subscribers, 50 msg/s: publisher on A, subscribers on A and B"
+load room -c 1000 --rate 50 --publish-url "$a" --url "$a" --url "$b" --server-pid "$A,$B" --redis "$REDIS" --room chat:latc
+
+step "numbered publishes through one node (A): 64 publishers x 1,500/s, 10 subscribers"
+load room -c 10 --publishers 64 --rate 1500 --publish-url "$a" --url "$a" --server-pid "$A" --redis "$REDIS" --room chat:pub
+
+step "redis-benchmark -P 64 of the same publish script (one room, no id, 100 B payload)"
+src=$(awk '/^const PUBLISH: &str = r"/{on=1; next} on && /^";/{exit} on' src/cluster/scripts.rs)
+sha=$(redis-cli -p "$RP" script load "$src")
+payload=$(head -c 100 /dev/zero | tr '\0' 'x')
+taskset -c "$SERVER_CPU" redis-benchmark -p "$RP" -P 64 -n 1000000 -q evalsha "$sha" 3 'rb{chat:rb}.m' 'rb{chat:rb}.x' 'rb{chat:rb}.m' 'rb{chat:rb}' e1 1000 0 '' 150000 "$payload"
+
+step "tick room, 60 Hz, 2,000 members: one node"
+load tick -c 2000 --rate 60 --url "$one" --server-pid "$S" --room game:t1
+step "tick room, 60 Hz, 2,000 members split over A and B, publisher on A"
+load tick -c 2000 --rate 60 --publish-url "$a" --url "$a" --url "$b" --server-pid "$A,$B" --redis "$REDIS" --room game:tc
