@@ -29,7 +29,7 @@ fn echo_measures_round_trips() {
     let server = server();
     let mut config = config(Scenario::Echo, server.local_addr(), "/echo");
     config.in_flight = 4;
-    config.server_pid = Some(std::process::id());
+    config.server_pids = vec![std::process::id()];
     let summary = run_scenario(&config).expect("run");
     let c = &summary.connections;
     assert_eq!((c.attempted, c.opened, c.failed, c.open_at_end), (10, 10, 0, 10), "{summary:#?}");
@@ -131,7 +131,7 @@ fn room_loses_nothing() {
     let mut config = config(Scenario::Room, server.local_addr(), "/ws");
     config.connections = 20;
     config.rate = Some(100.0);
-    config.server_pid = Some(std::process::id());
+    config.server_pids = vec![std::process::id()];
     let summary = run_scenario(&config).expect("run");
     assert_eq!(summary.connections.opened, 21, "20 subscribers and the publisher: {summary:#?}");
     let r = summary.room.as_ref().unwrap();
@@ -219,7 +219,7 @@ fn idle_holds_connections() {
     let server = server();
     let mut config = config(Scenario::Idle, server.local_addr(), "/echo");
     config.connections = 200;
-    config.server_pid = Some(std::process::id());
+    config.server_pids = vec![std::process::id()];
     let summary = run_scenario(&config).expect("run");
     let c = &summary.connections;
     assert_eq!((c.opened, c.failed, c.open_at_end), (200, 0, 200), "{summary:#?}");

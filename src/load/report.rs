@@ -197,6 +197,12 @@ pub struct RoomStats {
     pub joined: u64,
     /// Subscribers refused, or not answered before publishing started.
     pub join_failed: u64,
+    /// Publishes acked ok (each ack carries the message's seq).
+    pub acked: u64,
+    /// Publishes answered with a failed ack.
+    pub ack_failed: u64,
+    /// Publishes still unanswered after the drain.
+    pub unacked: u64,
     /// Tick: the server's tick rate the jitter is measured against.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tick_hz: Option<f64>,
@@ -213,6 +219,57 @@ pub struct RoomStats {
     /// Tick: the server's late ticks in the window (`hibiki_late_ticks_total`; `None`: the
     /// server did not answer `/metrics`).
     pub late_ticks: Option<u64>,
+}
+
+/// What the subscribers of a room or tick run saw of the room's numbering: the `seq` of
+/// each `message` (and of each message in a `batch`), against the seqs the publishers' acks
+/// carried. Every subscriber followed joined before the first publish, so it is owed all of
+/// them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SequenceStats {
+    /// Subscribers followed: those joined before publishing started.
+    pub subscribers: u64,
+    /// Seqs acked to a publisher and never received by the end of the drain, summed over
+    /// subscribers (tick: of messages without a key; see `replaced`).
+    pub lost: u64,
+    /// Subscribers that lost at least one.
+    pub lost_subscribers: u64,
+    /// Seqs received more than once (each repeat counts).
+    pub duplicated: u64,
+    /// Subscribers that received a seq twice.
+    pub duplicated_subscribers: u64,
+    /// Seqs received after a higher one.
+    pub reordered: u64,
+    /// Subscribers that received a seq after a higher one.
+    pub reordered_subscribers: u64,
+    /// Gaps the server announced: `error` envelopes with code `history_gap`, and failed
+    /// acks that said `history_gap`.
+    pub gaps: u64,
+    /// Subscribers told of a gap.
+    pub gap_subscribers: u64,
+    /// Subscribers with anything above (lost, duplicated, reordered, gaps).
+    pub affected_subscribers: u64,
+    /// Tick: seqs of keyed messages not received (replaced by a newer one with the same
+    /// key before being sent, which the protocol allows, or lost).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<u64>,
+}
+
+/// One URL of the run (a node of a cluster) and the connections that went there.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct NodeStats {
+    /// The URL.
+    pub url: String,
+    /// Publishing connections sent there.
+    pub publishers: u64,
+    /// Other connections (subscribers, clients) sent there.
+    pub subscribers: u64,
+    /// Room, tick: subscribers there whose join was acked before publishing started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub joined: Option<u64>,
+    /// Room, tick: what the subscribers there saw of the room's seqs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<SequenceStats>,
 }
 
 /// The connect scenario.
@@ -237,23 +294,62 @@ pub struct MemoryStats {
     pub per_connection_bytes: f64,
 }
 
+/// One server process (a node) over the measured window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ServerUsage {
+    /// Its process id.
+    pub pid: u32,
+    /// Its CPU seconds (user + system) in the window (`None`: unreadable, the process gone).
+    pub cpu_secs: Option<f64>,
+    /// Seconds its threads were runnable but waited for a CPU in the window.
+    pub cpu_wait_secs: Option<f64>,
+}
+
+/// One Redis server over the measured window (`INFO cpu`, `INFO commandstats` at its start
+/// and its end).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RedisUsage {
+    /// The URL as given.
+    pub url: String,
+    /// CPU seconds, `used_cpu_sys + used_cpu_user` (the main thread and the others).
+    pub cpu_secs: Option<f64>,
+    /// Commands called, over all commands but the `INFO` that measures it.
+    pub calls: Option<u64>,
+    /// `calls` per numbered publish (room, tick: seqs acked; broadcast: messages published).
+    pub calls_per_publish: Option<f64>,
+    /// Calls per command (`publish`, `evalsha`, ...), those called in the window only.
+    pub commands: BTreeMap<String, u64>,
+    /// Why the figures are missing, when they are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// CPU time over the measured window.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct UsageStats {
-    /// The server's process id, if given.
+    /// The first server process id, if any was given (see `servers` for all).
     pub server_pid: Option<u32>,
-    /// The server's CPU seconds (user + system) in the window.
+    /// The servers' CPU seconds (user + system) in the window, summed over `servers`
+    /// (`None` when any of them could not be read).
     pub server_cpu_secs: Option<f64>,
     /// The headline: messages (echo), deliveries (broadcast) or handshakes (connect) per
-    /// server CPU-second.
+    /// server CPU-second (of the sum over the servers).
     pub per_server_cpu_sec: Option<f64>,
     /// The load tool's CPU seconds in the window (its driver threads).
     pub load_cpu_secs: f64,
-    /// Seconds the server's threads were runnable but waited for a CPU in the window
-    /// (`/proc/PID/task/*/schedstat`): other processes competing for its cores.
+    /// Seconds the servers' threads were runnable but waited for a CPU in the window
+    /// (`/proc/PID/task/*/schedstat`), summed: other processes competing for their cores.
     pub server_cpu_wait_secs: Option<f64>,
     /// Seconds the load tool's driver threads waited for a CPU in the window.
     pub load_cpu_wait_secs: Option<f64>,
+    /// Each server process given.
+    pub servers: Vec<ServerUsage>,
+    /// Each Redis server given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redis: Vec<RedisUsage>,
+    /// Redis CPU seconds summed over `redis` (`None`: none given, or one unreadable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_cpu_secs: Option<f64>,
 }
 
 impl UsageStats {
@@ -303,15 +399,21 @@ pub struct Summary {
     pub duration_secs: f64,
     /// Connections.
     pub connections: ConnectionStats,
+    /// Each URL (node) and the connections that went there, publishers' URLs first.
+    pub nodes: Vec<NodeStats>,
     /// Messages (echo, broadcast, game).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messages: Option<MessageStats>,
     /// Broadcast and game deliveries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broadcast: Option<BroadcastStats>,
-    /// Room and tick: the room, joins, batches and late ticks.
+    /// Room and tick: the room, joins, acks, batches and late ticks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub room: Option<RoomStats>,
+    /// Room and tick: what the subscribers saw of the room's seqs (lost, duplicated,
+    /// reordered, gaps announced), over every node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<SequenceStats>,
     /// Connect rate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connect: Option<ConnectStats>,
@@ -381,11 +483,12 @@ impl Summary {
     }
 
     fn write_table(&self, t: &mut String) -> fmt::Result {
+        let target =
+            if self.nodes.len() > 1 { format!("{} nodes", self.nodes.len()) } else { self.url.clone() };
         write!(
             t,
-            "hibiki load {} · {} · {} thread{} · ",
+            "hibiki load {} · {target} · {} thread{} · ",
             self.scenario,
-            self.url,
             self.threads,
             if self.threads == 1 { "" } else { "s" },
         )?;
@@ -408,6 +511,9 @@ impl Summary {
         writeln!(t, ", {} failed", group(c.failed))?;
         for (cause, n) in &c.failures {
             writeln!(t, "  {:<16}{:>10}  {cause}", "", group(*n))?;
+        }
+        if self.nodes.len() > 1 {
+            self.write_nodes(t)?;
         }
         if let Some(m) = &self.messages {
             let what = if self.scenario == Scenario::Echo { "round trips" } else { "deliveries" };
@@ -473,6 +579,28 @@ impl Summary {
             }
             writeln!(t)?;
         }
+        if self.scenario.app() {
+            write!(t, "  {:<16}", "seqs")?;
+            match &self.sequence {
+                Some(q) => {
+                    write_sequence(t, q)?;
+                    write!(
+                        t,
+                        " · {} of {} subscribers affected",
+                        group(q.affected_subscribers),
+                        group(q.subscribers)
+                    )?;
+                }
+                None => write!(t, "unknown: no publish was acked with a seq")?,
+            }
+            if let Some(r) = &self.room {
+                write!(t, " · {} acked", group(r.acked))?;
+                if r.ack_failed > 0 || r.unacked > 0 {
+                    write!(t, " ({} failed, {} unanswered)", group(r.ack_failed), group(r.unacked))?;
+                }
+            }
+            writeln!(t)?;
+        }
         if let Some(k) = &self.connect {
             writeln!(
                 t,
@@ -516,11 +644,20 @@ impl Summary {
             )?;
         }
         let u = &self.usage;
-        if let Some(pid) = u.server_pid {
-            write!(t, "  {:<16}pid {pid}: ", "server")?;
-            match u.server_cpu_secs {
-                Some(cpu) => write!(t, "{cpu:.2} CPU s")?,
-                None => write!(t, "CPU time unavailable")?,
+        if !u.servers.is_empty() {
+            write!(t, "  {:<16}", "server")?;
+            for (i, s) in u.servers.iter().enumerate() {
+                write!(t, "{}pid {}: ", if i > 0 { " · " } else { "" }, s.pid)?;
+                match s.cpu_secs {
+                    Some(cpu) => write!(t, "{cpu:.2} CPU s")?,
+                    None => write!(t, "CPU time unavailable")?,
+                }
+            }
+            if u.servers.len() > 1 {
+                match u.server_cpu_secs {
+                    Some(cpu) => write!(t, " · sum {cpu:.2} CPU s")?,
+                    None => write!(t, " · sum unknown")?,
+                }
             }
             if let Some(wait) = u.server_cpu_wait_secs {
                 write!(t, " (+{wait:.2} s waiting for a CPU)")?;
@@ -534,6 +671,30 @@ impl Summary {
                 write!(t, " · {} {unit} per server CPU-s", group_f(per))?;
             }
             writeln!(t)?;
+        }
+        for (i, r) in u.redis.iter().enumerate() {
+            write!(t, "  {:<16}{}: ", if i == 0 { "redis" } else { "" }, r.url)?;
+            match (r.cpu_secs, r.calls) {
+                (Some(cpu), Some(calls)) => {
+                    write!(t, "{cpu:.2} CPU s · {} calls", group(calls))?;
+                    if let Some(per) = r.calls_per_publish {
+                        write!(t, " ({per:.2} per numbered publish)")?;
+                    }
+                    let mut top: Vec<(&String, &u64)> = r.commands.iter().collect();
+                    top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+                    for (j, (name, n)) in top.iter().take(4).enumerate() {
+                        write!(t, "{}{name} {}", if j == 0 { " · " } else { ", " }, group(**n))?;
+                    }
+                }
+                _ => write!(t, "unavailable ({})", r.error.as_deref().unwrap_or("no sample"))?,
+            }
+            writeln!(t)?;
+        }
+        if u.redis.len() > 1 {
+            match u.redis_cpu_secs {
+                Some(cpu) => writeln!(t, "  {:<16}sum {cpu:.2} CPU s", "")?,
+                None => writeln!(t, "  {:<16}sum unknown", "")?,
+            }
         }
         write!(t, "  {:<16}{:.2} CPU s", "load tool", u.load_cpu_secs)?;
         if let Some(wait) = u.load_cpu_wait_secs {
@@ -549,6 +710,61 @@ impl Summary {
         }
         Ok(())
     }
+}
+
+impl Summary {
+    /// One line per node: the connections that went there and, for room and tick, what its
+    /// subscribers saw.
+    fn write_nodes(&self, t: &mut String) -> fmt::Result {
+        let others = match self.scenario {
+            Scenario::Broadcast | Scenario::Room => "subscribers",
+            Scenario::Game | Scenario::Tick => "clients",
+            _ => "connections",
+        };
+        let width = self.nodes.iter().map(|n| n.url.len()).max().unwrap_or(0);
+        for (i, node) in self.nodes.iter().enumerate() {
+            write!(t, "  {:<16}{:<width$}  ", if i == 0 { "nodes" } else { "" }, node.url)?;
+            let mut parts = Vec::new();
+            if node.publishers > 0 {
+                let s = if node.publishers == 1 { "" } else { "s" };
+                parts.push(format!("{} publisher{s}", group(node.publishers)));
+            }
+            if node.subscribers > 0 || node.publishers == 0 {
+                parts.push(format!("{} {others}", group(node.subscribers)));
+            }
+            if let Some(joined) = node.joined.filter(|_| node.subscribers > 0) {
+                parts.push(format!("{} joined", group(joined)));
+            }
+            t.push_str(&parts.join(" · "));
+            if let Some(q) = node.sequence.as_ref().filter(|_| node.subscribers > 0) {
+                t.push_str(" · ");
+                write_sequence(t, q)?;
+            }
+            writeln!(t)?;
+        }
+        Ok(())
+    }
+}
+
+/// `3 lost (2 subscribers) · 0 duplicated · 0 reordered · 0 gaps announced` (and replaced, tick).
+fn write_sequence(t: &mut String, q: &SequenceStats) -> fmt::Result {
+    let items = [
+        (q.lost, q.lost_subscribers, "lost"),
+        (q.duplicated, q.duplicated_subscribers, "duplicated"),
+        (q.reordered, q.reordered_subscribers, "reordered"),
+        (q.gaps, q.gap_subscribers, "gaps announced"),
+    ];
+    for (i, (n, subscribers, what)) in items.into_iter().enumerate() {
+        write!(t, "{}{} {what}", if i > 0 { " · " } else { "" }, group(n))?;
+        if n > 0 {
+            let s = if subscribers == 1 { "" } else { "s" };
+            write!(t, " ({} subscriber{s})", group(subscribers))?;
+        }
+    }
+    if let Some(replaced) = q.replaced {
+        write!(t, " · {} replaced (keyed)", group(replaced))?;
+    }
+    Ok(())
 }
 
 /// `1234567` as `1,234,567`.
