@@ -427,6 +427,7 @@ fn summarize(
         acked: tally.acks_ok,
         ack_failed: tally.acks_failed,
         unacked: tally.sent.saturating_sub(tally.acks_ok + tally.acks_failed),
+        epochs: tally.epochs.len() as u64,
         tick_hz: tick.then_some(config.tick_hz),
         batches: tick.then_some(tally.batches),
         batches_per_sec_per_client: tick

@@ -203,6 +203,10 @@ pub struct RoomStats {
     pub ack_failed: u64,
     /// Publishes still unanswered after the drain.
     pub unacked: u64,
+    /// Distinct epochs the acks named (0: they name none, as with the in-memory engine, whose
+    /// acks come at once). More than one: the room's numbering started over during the run
+    /// (its state was lost), and seqs of different epochs were counted as one.
+    pub epochs: u64,
     /// Tick: the server's tick rate the jitter is measured against.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tick_hz: Option<f64>,
@@ -597,6 +601,9 @@ impl Summary {
                 write!(t, " · {} acked", group(r.acked))?;
                 if r.ack_failed > 0 || r.unacked > 0 {
                     write!(t, " ({} failed, {} unanswered)", group(r.ack_failed), group(r.unacked))?;
+                }
+                if r.epochs > 1 {
+                    write!(t, " · the room's numbering started over ({} epochs)", r.epochs)?;
                 }
             }
             writeln!(t)?;

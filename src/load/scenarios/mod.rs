@@ -83,6 +83,9 @@ pub(crate) struct Tally {
     pub(crate) keyed: Seqs,
     /// Room, tick: each joined subscriber's view of the room's seqs.
     pub(crate) tracks: Vec<Track>,
+    /// Room, tick: the distinct epochs the acks named (more than one: the room's numbering
+    /// started over during the run).
+    pub(crate) epochs: Vec<Vec<u8>>,
 }
 
 impl Tally {
@@ -106,6 +109,7 @@ impl Tally {
             acked: Seqs::default(),
             keyed: Seqs::default(),
             tracks: Vec::new(),
+            epochs: Vec::new(),
         }
     }
 
@@ -125,6 +129,11 @@ impl Tally {
         self.acked.merge(other.acked);
         self.keyed.merge(other.keyed);
         self.tracks.extend(other.tracks);
+        for epoch in other.epochs {
+            if !self.epochs.contains(&epoch) {
+                self.epochs.push(epoch);
+            }
+        }
         let _ = self.latency.add(&other.latency);
         let _ = self.jitter.add(&other.jitter);
         let _ = self.tick_delay.add(&other.tick_delay);

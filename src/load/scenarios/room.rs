@@ -35,6 +35,7 @@ const SEQ: &[u8] = b"\"seq\":";
 const ID: &[u8] = b"\"id\":";
 const OK: &[u8] = b"\"ok\":true";
 const GAP: &[u8] = b"\"history_gap\"";
+const EPOCH: &[u8] = b"\"epoch\":\"";
 /// The start of every publish envelope, up to its id.
 const PUBLISH: &[u8] = b"{\"type\":\"publish\",\"id\":";
 
@@ -113,6 +114,8 @@ pub(crate) struct App<'a> {
     span: u64,
     /// Members of this thread (indexed by [`AppPeer::track`]).
     tracks: Vec<Track>,
+    /// Deliveries new to their member, over the run and the drain.
+    fresh: u64,
     tally: Tally,
 }
 
@@ -143,6 +146,7 @@ impl<'a> App<'a> {
             published: 0,
             span: plan.span,
             tracks: Vec::new(),
+            fresh: 0,
             tally: Tally::new(),
         }
     }
@@ -160,6 +164,13 @@ impl<'a> App<'a> {
             return;
         }
         self.tally.acks_ok += 1;
+        if let Some(at) = find(body, EPOCH) {
+            let epoch = &body[at + EPOCH.len()..];
+            let epoch = &epoch[..epoch.iter().position(|&b| b == b'"').unwrap_or(epoch.len())];
+            if !self.tally.epochs.iter().any(|e| e == epoch) {
+                self.tally.epochs.push(epoch.to_vec());
+            }
+        }
         let Some(seq) = number_after(body, SEQ).filter(|&seq| seq > 0) else { return };
         self.tally.acked.insert(seq);
         if number_after(body, ID).is_some_and(|id| self.keyed(id)) {
@@ -195,9 +206,12 @@ impl<'a> App<'a> {
                 self.tally.received += 1;
                 self.tally.latency.saturating_record(now.saturating_sub(sent_at) / 1000);
             }
-            if let (Some(t), Some(room_seq)) = (track, room_seq.filter(|&s| s > 0)) {
-                self.tracks[t].see(room_seq, self.span);
-            }
+            // What the drain waits for: deliveries new to their member (a repeat does not
+            // stand in for a message still on its way).
+            self.fresh += u64::from(match (track, room_seq.filter(|&s| s > 0)) {
+                (Some(t), Some(room_seq)) => self.tracks[t].see(room_seq, self.span),
+                _ => true,
+            });
         }
     }
 }
@@ -403,7 +417,7 @@ impl Workload for App<'_> {
     fn drained(&self) -> bool {
         self.shared.publish_done.load(Ordering::Acquire) == self.shared.threads
             && self.tally.acks_ok + self.tally.acks_failed >= self.published
-            && self.tally.received_total >= self.shared.published.load(Ordering::Acquire) * self.tally.joined
+            && self.fresh >= self.shared.published.load(Ordering::Acquire) * self.tally.joined
     }
 
     fn received(&self) -> u64 {
@@ -498,6 +512,9 @@ mod tests {
         app.on_ack(br#"{"type":"ack","id":5,"payload":{"id":5,"ok":false,"error":{"code":"unavailable"}}}"#);
         assert_eq!((app.tally.acks_ok, app.tally.acks_failed, app.tally.acked.len()), (1, 1, 1));
         assert_eq!(app.tally.keyed.len(), 0, "a plain room has no keyed messages");
+        app.on_ack(br#"{"type":"ack","id":6,"payload":{"id":6,"ok":true,"seq":13,"epoch":"e"},"ts":1}"#);
+        app.on_ack(br#"{"type":"ack","id":7,"payload":{"id":7,"ok":true,"seq":1,"epoch":"f"},"ts":1}"#);
+        assert_eq!(app.tally.epochs, [b"e".to_vec(), b"f".to_vec()], "the numbering started over once");
         assert_eq!(last_number(b"\"seq\":1,\"seq\":23,x", SEQ), Some(23));
         assert_eq!(number_after(b"{\"id\":77,", ID), Some(77));
         assert_eq!(parse_stamp(b"5;s=7;x"), Some((5, 7)));

@@ -101,19 +101,20 @@ impl Track {
         }
     }
 
-    /// Counts a delivery of `seq` (not 0); the bitmap spans at most `span` seqs.
-    pub(crate) fn see(&mut self, seq: u64, span: u64) {
+    /// Counts a delivery of `seq` (not 0); the bitmap spans at most `span` seqs. Returns
+    /// whether `seq` is new to this subscriber (not a repeat, not out of range).
+    pub(crate) fn see(&mut self, seq: u64, span: u64) -> bool {
         if self.max == 0 {
             self.base = seq & !63;
             self.max = seq;
             self.bits.push(1 << (seq - self.base));
-            return;
+            return true;
         }
         if seq < self.base {
             let words = (self.base - seq).div_ceil(64);
             if (self.bits.len() as u64 + words) * 64 > span {
                 self.out_of_range += 1;
-                return;
+                return false;
             }
             self.bits.splice(0..0, std::iter::repeat_n(0, words as usize));
             self.base -= words * 64;
@@ -121,7 +122,7 @@ impl Track {
         let at = seq - self.base;
         if at >= span {
             self.out_of_range += 1;
-            return;
+            return false;
         }
         let word = (at / 64) as usize;
         if word >= self.bits.len() {
@@ -130,7 +131,7 @@ impl Track {
         let bit = 1u64 << (at % 64);
         if self.bits[word] & bit != 0 {
             self.duplicated += 1;
-            return;
+            return false;
         }
         self.bits[word] |= bit;
         if seq < self.max {
@@ -138,6 +139,7 @@ impl Track {
         } else {
             self.max = seq;
         }
+        true
     }
 
     /// How many seqs of `[start, end)` were received.
@@ -233,29 +235,26 @@ mod tests {
         let mut t = Track::new(0);
         // 1..=200 except 50, 120 twice, 150 after 151, 70 after everything.
         for seq in (1..=200).filter(|s| ![50, 70, 150].contains(s)) {
-            t.see(seq, span);
+            assert!(t.see(seq, span));
             if seq == 120 {
-                t.see(120, span);
+                assert!(!t.see(120, span), "a repeat");
             }
             if seq == 151 {
-                t.see(150, span);
+                assert!(t.see(150, span), "late, but new");
             }
         }
-        t.see(70, span);
+        assert!(t.see(70, span));
         let published = seqs(1..=200);
         assert_eq!(t.missing(&published), 1, "50");
         assert_eq!((t.duplicated, t.reordered, t.out_of_range), (1, 2, 0));
         // Seqs below the first one received grow the bitmap downwards.
         let mut late = Track::new(1);
-        late.see(300, span);
-        late.see(100, span);
-        late.see(301, span);
+        assert!(late.see(300, span) && late.see(100, span) && late.see(301, span));
         assert_eq!(late.reordered, 1);
         assert_eq!(late.missing(&seqs([100, 300, 301, 302])), 1);
         assert_eq!(Track::new(0).missing(&published), 200, "nothing received");
         // A seq of another life of the room, far away, is not tracked.
-        late.see(300 + span, span);
-        late.see(1, 64);
+        assert!(!late.see(300 + span, span) && !late.see(1, 64));
         assert_eq!(late.out_of_range, 2);
     }
 
