@@ -8,12 +8,23 @@
 //!
 //! ```text
 //!  cli       LoadArgs (clap) -> LoadConfig -> run_scenario -> Summary -> table | JSON | SVG
-//!  coord     threads, the shared timeline, progress bar, server CPU/RSS sampling
+//!  coord     threads, the shared timeline, progress bar, server CPU/RSS and Redis sampling
+//!  target    the URLs (nodes) and which connection goes to which
 //!  driver    per thread: Poll, connections (connect, handshake, frames, close), timers
 //!  scenarios echo · broadcast (and game) · connect · idle · room (and tick): what each
-//!            connection sends
-//!  scrape    the server's /metrics (tick: late ticks)
+//!            connection sends; seqs: what each room member saw of the room's numbering
+//!  scrape    the servers' /metrics (tick: late ticks)
+//!  redis     INFO cpu and INFO commandstats of Redis servers, over plain RESP
 //! ```
+//!
+//! # Several nodes
+//!
+//! A cluster of `hibiki serve` nodes is measured as one server: publishers connect to
+//! [`LoadConfig::publish_urls`] (or [`LoadConfig::url`]), the other connections take turns
+//! over [`LoadConfig::subscribe_urls`]; [`Summary::nodes`] says which went where. For room and
+//! tick, [`Summary::sequence`] compares the room seqs each member received with those the
+//! publishers' acks carried (lost, duplicated, reordered, gaps announced), over all members
+//! and per node; [`UsageStats`] sums the CPU time of every server pid, beside Redis's own.
 //!
 //! # Timeline
 //!
