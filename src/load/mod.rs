@@ -58,6 +58,7 @@ mod redis;
 mod report;
 mod scenarios;
 mod scrape;
+mod table;
 mod target;
 
 use std::fmt;
