@@ -478,21 +478,21 @@ fn lost_duplicated_and_reordered_seqs_are_counted() {
     server.shutdown();
 }
 
-/// The local Redis (127.0.0.1:6379), if one is running.
-fn local_redis() -> Option<SocketAddr> {
+/// The local Redis (127.0.0.1:6379), which this test needs running.
+fn local_redis() -> SocketAddr {
     let addr: SocketAddr = "127.0.0.1:6379".parse().unwrap();
-    match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-        Ok(_) => Some(addr),
-        Err(e) => {
-            eprintln!("skipped: no Redis on {addr} ({e})");
-            None
-        }
+    if let Err(e) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+        panic!(
+            "this test needs Redis on {addr} ({e}); start it with \
+             redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no"
+        );
     }
+    addr
 }
 
 #[test]
 fn redis_cpu_and_command_calls_over_the_window() {
-    let Some(redis) = local_redis() else { return };
+    let redis = local_redis();
     let server = server();
     let mut config = config(Scenario::Room, server.local_addr(), "/ws");
     config.connections = 4;
