@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::Handler;
+use super::core::Core;
 use super::handle::{ConnId, Handle};
-use super::worker::Core;
 use crate::proto::{CloseCode, MessageKind};
 
 /// The worker a callback runs on: its connections, its state, its handle.

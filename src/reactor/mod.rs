@@ -48,8 +48,10 @@
 //! falls back to one socket that every worker polls.
 
 mod conn;
+mod core;
 mod ctx;
 mod handle;
+mod http;
 mod ip;
 mod stats;
 mod sys;
