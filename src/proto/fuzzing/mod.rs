@@ -4,7 +4,9 @@
 //! checks what the core promises. No input may make one panic, except by breaking an
 //! invariant: then the panic is the finding. They are library code, not part of `fuzz/`, so
 //! that `cargo test` runs them too (over the checked-in seed corpus and a few thousand
-//! generated inputs) and the fuzz targets stay one-liners.
+//! generated inputs) and the fuzz targets stay one-liners. The module is compiled only for
+//! the crate's own tests and under `--cfg fuzzing`, which `cargo fuzz` sets (as quinn-proto
+//! does): nothing of it is in a normal build.
 //!
 //! Where a target needs settings (a role, limits, how to cut the input), it reads them from
 //! the first bytes of the input; the rest is the data. `fuzz/README.md` lists the layouts.
@@ -18,7 +20,6 @@ mod heads;
 mod utf8_incremental;
 
 use crate::proto::Role;
-use crate::proto::mask::apply_mask_scalar;
 
 pub use connection::connection;
 pub use deflate_inflate::deflate_inflate;
@@ -33,29 +34,6 @@ fn opposite(role: Role) -> Role {
         Role::Server => Role::Client,
         Role::Client => Role::Server,
     }
-}
-
-/// A masked frame with first byte `first` (FIN, RSV bits and opcode as given, so reserved
-/// values can be written too) and the shortest length encoding: what tests send as a client.
-pub fn masked_frame(first: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 14);
-    out.push(first);
-    match payload.len() {
-        n @ 0..=125 => out.push(0x80 | n as u8),
-        n @ 126..=0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&key);
-    let start = out.len();
-    out.extend_from_slice(payload);
-    apply_mask_scalar(&mut out[start..], key, 0);
-    out
 }
 
 #[cfg(test)]
