@@ -138,6 +138,34 @@ fn slow_handshake_times_out() {
 }
 
 #[test]
+fn a_head_trickled_a_byte_at_a_time_is_cut_off_a_handshake_timeout_after_the_accept() {
+    let timeout = Duration::from_millis(500);
+    let server = start(Server::builder().handshake_timeout(timeout), ServeApp::default());
+    let mut stream = TcpStream::connect(server.local_addr()).unwrap();
+    let connected = std::time::Instant::now();
+    stream.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+    stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut buf = [0u8; 64];
+    // A byte every 100 ms keeps the connection busy, never finishing the head.
+    let cut_off = loop {
+        assert!(connected.elapsed() < 5 * SEC, "still connected after 5 s");
+        if stream.write_all(b"a").is_err() {
+            break connected.elapsed();
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => break connected.elapsed(),
+            Ok(n) => panic!("answered: {:?}", String::from_utf8_lossy(&buf[..n])),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break connected.elapsed(),
+        }
+    };
+    assert!(cut_off >= timeout - Duration::from_millis(50), "cut off early: {cut_off:?}");
+    assert!(cut_off < 4 * timeout, "trickling bytes kept it alive: {cut_off:?}");
+    let handle = server.handle();
+    assert!(eventually(SEC, || handle.stats().snapshot().rejections[6] == 1), "counted as a timeout");
+}
+
+#[test]
 fn oversized_headers_get_431() {
     let server = start(Server::builder(), ServeApp::default());
     let mut request = b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();

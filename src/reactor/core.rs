@@ -10,16 +10,14 @@ use bytes::{Buf, Bytes, BytesMut};
 use slab::Slab;
 
 use super::ServerConfig;
-use super::conn::{Conn, Ending, Phase};
+use super::conn::{Conn, Life, Phase};
 use super::handle::{ConnId, Handle};
 use super::stats::{Stats, WorkerStats};
-use super::timers::Wheel;
+use super::timers::{TICK, Wheel};
 use crate::proto::{CloseCode, MessageKind};
 
 /// Frames up to this size are copied into the cork rather than queued as their own iovec.
 const CORK_COPY_MAX: usize = 2048;
-/// Resolution of the timing wheel.
-pub(crate) const TICK: Duration = Duration::from_millis(20);
 
 /// The part of a worker that callbacks reach through [`Ctx`] and [`WorkerCtx`].
 pub(crate) struct Core<C> {
@@ -69,7 +67,7 @@ impl<C: Send + 'static> Core<C> {
 
     pub(crate) fn is_open(&self, id: ConnId) -> bool {
         self.key(id).is_some_and(|key| match &self.conns[key].phase {
-            Phase::Open(ws) => ws.can_send() && self.conns[key].ending == Ending::No,
+            Phase::Open(ws) => ws.can_send() && !self.conns[key].life.is_lingering(),
             _ => false,
         })
     }
@@ -113,8 +111,7 @@ impl<C: Send + 'static> Core<C> {
         }
         conn.out.push_control(&close);
         conn.close_code.get_or_insert((CloseCode::POLICY_VIOLATION, String::new()));
-        conn.ending = Ending::Linger;
-        conn.closing_since.get_or_insert(self.tick);
+        conn.life = conn.life.linger(self.tick);
         self.mark_dirty(key);
         self.reschedule(key);
     }
@@ -150,7 +147,7 @@ impl<C: Send + 'static> Core<C> {
         {
             let conn = &self.conns[key];
             let Phase::Open(ws) = &conn.phase else { return false };
-            if !ws.can_send() || conn.ending != Ending::No {
+            if !ws.can_send() || conn.life.is_lingering() {
                 return false;
             }
         }
@@ -175,7 +172,7 @@ impl<C: Send + 'static> Core<C> {
     /// Queues raw bytes to a stream (an SSE answer).
     pub(crate) fn send_raw(&mut self, id: ConnId, bytes: &Bytes) -> bool {
         let Some(key) = self.key(id) else { return false };
-        if !matches!(self.conns[key].phase, Phase::Stream) || self.conns[key].ending != Ending::No {
+        if !matches!(self.conns[key].phase, Phase::Stream) || self.conns[key].life.is_lingering() {
             return false;
         }
         if !self.admit(key, bytes.len(), false) {
@@ -203,7 +200,7 @@ impl<C: Send + 'static> Core<C> {
     /// out next, counted in the stats.
     pub(crate) fn close_slow(&mut self, id: ConnId) -> bool {
         let Some(key) = self.key(id) else { return false };
-        if !matches!(self.conns[key].phase, Phase::Open(_)) || self.conns[key].closing_since.is_some() {
+        if !matches!(self.conns[key].phase, Phase::Open(_)) || self.conns[key].life != Life::Running {
             return false;
         }
         self.slow_consumer(key);
@@ -223,40 +220,18 @@ impl<C: Send + 'static> Core<C> {
             let frame = out.split_off(start);
             conn.out.push(frame.freeze());
         }
-        conn.closing_since = Some(self.tick);
+        if conn.life == Life::Running {
+            conn.life = Life::ClosingHandshake { since: self.tick };
+        }
         self.mark_dirty(key);
         self.reschedule(key);
         true
     }
 
+    /// Puts a connection's timer at its next timeout ([`Conn::next_timeout`]).
     pub(crate) fn reschedule(&mut self, key: usize) {
         let Some(conn) = self.conns.get(key) else { return };
-        let config = &self.config;
-        let at = |tick: u64, d: Duration| tick + ticks(d);
-        let due = if conn.ending != Ending::No || conn.closing_since.is_some() {
-            at(conn.closing_since.unwrap_or(self.tick), config.close_timeout)
-        } else {
-            match &conn.phase {
-                Phase::Open(_) => {
-                    let mut due = u64::MAX;
-                    if let Some(sent) = conn.ping_sent {
-                        due = due.min(at(sent, config.ping_timeout));
-                    } else if let Some(interval) = config.ping_interval {
-                        due = due.min(at(conn.last_read, interval));
-                    }
-                    if let Some(idle) = config.idle_timeout {
-                        due = due.min(at(conn.last_message, idle));
-                    }
-                    due
-                }
-                // A stream lives until a side closes; the application keeps it warm.
-                Phase::Stream => u64::MAX,
-                _ => at(conn.last_read, config.handshake_timeout),
-            }
-        };
-        if due == u64::MAX {
-            return;
-        }
+        let Some((due, _)) = conn.next_timeout(&self.config) else { return };
         let when = self.wheel_time(due);
         let generation = conn.generation;
         let tick = self.wheel.schedule(key, generation, when);
@@ -313,9 +288,4 @@ impl<C: Send + 'static> Core<C> {
             _ => None,
         }
     }
-}
-
-/// A duration in wheel ticks, rounded up.
-pub(crate) fn ticks(d: Duration) -> u64 {
-    (d.as_nanos().div_ceil(TICK.as_nanos())) as u64
 }

@@ -3,7 +3,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::conn::{Ending, Phase};
+use super::conn::{Life, Phase, Refusal};
 use super::stats::Rejection;
 use super::worker::Worker;
 use super::{Decision, Handler, HttpRequest, HttpResponse};
@@ -70,10 +70,11 @@ impl<H: Handler> Worker<H> {
     ) -> Outcome<H::Session> {
         let conn = &self.core.conns[key];
         let config = &self.core.config;
-        if let Some(status) = conn.reject {
-            let why = if status == 429 { Rejection::PerIp } else { Rejection::Full };
-            let body =
-                if status == 429 { "too many connections from this address\n" } else { "server full\n" };
+        if let Life::Refusing(refusal) = conn.life {
+            let (status, body, why) = match refusal {
+                Refusal::PerIp => (429, "too many connections from this address\n", Rejection::PerIp),
+                Refusal::Full => (503, "server full\n", Rejection::Full),
+            };
             return Outcome::Respond(HttpResponse::text(status, body), Some(why));
         }
         let upgrade = request.upgrade();
@@ -150,8 +151,7 @@ impl<H: Handler> Worker<H> {
         conn.phase = Phase::Http;
         conn.input = BytesMut::new();
         conn.out.push(Bytes::copy_from_slice(bytes));
-        conn.ending = Ending::Linger;
-        conn.closing_since = Some(self.core.tick);
+        conn.life = Life::Lingering { since: self.core.tick, finalized: true };
         self.core.mark_dirty(key);
         self.core.reschedule(key);
     }

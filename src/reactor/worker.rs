@@ -13,14 +13,14 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::conn::{Conn, Ending, Phase};
-use super::core::{Core, TICK, ticks};
+use super::conn::{Conn, Life, Phase, Refusal, Timeout};
+use super::core::Core;
 use super::ctx::{Ctx, WorkerCtx};
 use super::handle::{Command, ConnId, Handle, Remote};
 use super::ip::IpCounter;
 use super::stats::{Rejection, Stats};
 use super::sys;
-use super::timers::{Entry, Wheel};
+use super::timers::{Entry, TICK, Wheel};
 use super::{Handler, Message, ServerConfig};
 use crate::proto::{CloseCode, Event, MessageKind};
 
@@ -246,15 +246,14 @@ impl<H: Handler> Worker<H> {
         let config = &self.core.config;
         let total = self.ips.total.fetch_add(1, Ordering::Relaxed) + 1;
         if total > config.max_connections {
-            conn.reject = Some(503);
+            conn.life = Life::Refusing(Refusal::Full);
         } else if self.ips.acquire(peer.ip()) {
             conn.counted_ip = true;
         } else {
-            conn.reject = Some(429);
+            conn.life = Life::Refusing(Refusal::PerIp);
         }
-        let due = self.core.now + config.handshake_timeout;
-        conn.timer_tick = self.core.wheel.schedule(key, conn.generation, due);
         entry.insert(conn);
+        self.core.reschedule(key);
         if self.sessions.len() <= key {
             self.sessions.resize_with(key + 1, || None);
         }
@@ -309,14 +308,14 @@ impl<H: Handler> Worker<H> {
                     return;
                 }
             }
-            if conn.ending != Ending::No {
+            if conn.life.is_lingering() {
                 // Lingering: the answer is out, what the peer still sends is discarded.
                 conn.input.clear();
                 self.rbuf.clear();
                 continue;
             }
             match conn.phase {
-                Phase::Handshake => self.on_request_bytes(key),
+                Phase::Handshake { .. } => self.on_request_bytes(key),
                 Phase::Open(_) => {
                     if own_buffer {
                         let mut input = std::mem::take(&mut self.core.conns[key].input);
@@ -353,7 +352,7 @@ impl<H: Handler> Worker<H> {
             self.drop_abnormal(owner);
             return;
         }
-        if self.core.conns.get(key).is_some_and(|c| c.ending == Ending::Linger) {
+        if self.core.conns.get(key).is_some_and(|c| c.life.is_lingering()) {
             self.core.mark_dirty(key);
         }
     }
@@ -393,7 +392,7 @@ impl<H: Handler> Worker<H> {
                     continue;
                 }
             };
-            if conn.ending != Ending::No {
+            if conn.life.is_lingering() {
                 continue;
             }
             conn.last_message = self.core.tick;
@@ -419,11 +418,10 @@ impl<H: Handler> Worker<H> {
                 dirty = true;
             }
         }
-        if ws.is_closed() && conn.ending == Ending::No {
+        if ws.is_closed() && !conn.life.is_lingering() {
             // The server closes the TCP connection first (RFC 6455 §7.1.1) once the close
             // frames are exchanged; a failed connection is closed the same way.
-            conn.ending = Ending::Linger;
-            conn.closing_since.get_or_insert(self.core.tick);
+            conn.life = conn.life.linger(self.core.tick);
             dirty = true;
             closing = true;
         }
@@ -457,10 +455,15 @@ impl<H: Handler> Worker<H> {
     /// and the counters settle. The socket may linger a little longer for the TCP teardown.
     fn finalize(&mut self, key: usize, code: CloseCode, abnormal: bool) {
         let Some(conn) = self.core.conns.get_mut(key) else { return };
-        if conn.finalized || !matches!(conn.phase, Phase::Open(_) | Phase::Stream) {
+        if !matches!(conn.phase, Phase::Open(_) | Phase::Stream) {
             return;
         }
-        conn.finalized = true;
+        match &mut conn.life {
+            Life::Lingering { finalized: true, .. } => return,
+            Life::Lingering { finalized, .. } => *finalized = true,
+            // Not lingering: the connection is being removed right after.
+            Life::Running | Life::Refusing(_) | Life::ClosingHandshake { .. } => {}
+        }
         let (code, reason) = match conn.close_code.take() {
             Some((c, r)) if !abnormal => (c, r),
             _ => (code, String::new()),
@@ -524,7 +527,7 @@ impl<H: Handler> Worker<H> {
             Ok(true) => {
                 let all_said =
                     matches!(conn.phase, Phase::Http) || conn.ws().is_some_and(|ws| ws.is_closed());
-                if conn.ending == Ending::Linger && all_said {
+                if conn.life.is_lingering() && all_said {
                     // All said: half-close, then wait for the peer's EOF (or the timeout).
                     let _ = conn.stream.shutdown(Shutdown::Write);
                 }
@@ -584,7 +587,7 @@ impl<H: Handler> Worker<H> {
             let open = matches!(self.core.conns[key].phase, Phase::Open(_));
             if open {
                 self.core.close_key(key, CloseCode::GOING_AWAY, "server shutting down");
-            } else if self.core.conns[key].ending == Ending::No {
+            } else if !self.core.conns[key].life.is_lingering() {
                 self.remove(key, CloseCode::GOING_AWAY, false);
             }
         }
@@ -605,48 +608,45 @@ impl<H: Handler> Worker<H> {
         self.due = due;
     }
 
+    /// A connection's timer came due: acts on its next timeout ([`Conn::next_timeout`]) if
+    /// that is due now, and schedules the next one.
     fn on_timer(&mut self, key: usize) {
         let tick = self.core.tick;
-        let config = Arc::clone(&self.core.config);
-        let elapsed = |since: u64, d: Duration| tick >= since + ticks(d);
-        let conn = &mut self.core.conns[key];
-        if conn.ending != Ending::No || conn.closing_since.is_some() {
-            if elapsed(conn.closing_since.unwrap_or(tick), config.close_timeout) {
-                let code = conn.close_code.as_ref().map(|(c, _)| *c);
-                match code {
+        let Some(conn) = self.core.conns.get_mut(key) else { return };
+        let Some((due, timeout)) = conn.next_timeout(&self.core.config) else { return };
+        if due > tick {
+            // Activity since it was scheduled moved it later.
+            self.core.reschedule(key);
+            return;
+        }
+        match timeout {
+            Timeout::Close => {
+                match conn.close_code.as_ref().map(|(c, _)| *c) {
                     Some(code) => self.remove(key, code, false),
                     None => self.drop_abnormal(key),
                 }
                 return;
             }
-        } else {
-            match &conn.phase {
-                Phase::Open(_) => {
-                    if let Some(sent) = conn.ping_sent {
-                        if elapsed(sent, config.ping_timeout) {
-                            self.core.stats().heartbeat_timeout();
-                            self.drop_abnormal(key);
-                            return;
-                        }
-                    } else if config.idle_timeout.is_some_and(|d| elapsed(conn.last_message, d)) {
-                        self.core.close_key(key, CloseCode::GOING_AWAY, "idle timeout");
-                    } else if config.ping_interval.is_some_and(|d| elapsed(conn.last_read, d)) {
-                        let mut ping = BytesMut::new();
-                        if let Phase::Open(ws) = &mut conn.phase {
-                            if ws.ping(b"", &mut ping).is_ok() {
-                                conn.out.push_control(&ping);
-                                conn.ping_sent = Some(tick);
-                                self.core.mark_dirty(key);
-                            }
-                        }
-                    }
-                }
-                Phase::Stream => return,
-                _ => {
-                    if elapsed(conn.last_read.min(conn.last_message), config.handshake_timeout) {
-                        self.core.stats().rejected(Rejection::Timeout);
-                        self.remove(key, CloseCode::ABNORMAL, false);
-                        return;
+            Timeout::Heartbeat => {
+                self.core.stats().heartbeat_timeout();
+                self.drop_abnormal(key);
+                return;
+            }
+            Timeout::Handshake => {
+                self.core.stats().rejected(Rejection::Timeout);
+                self.remove(key, CloseCode::ABNORMAL, false);
+                return;
+            }
+            Timeout::Idle => {
+                self.core.close_key(key, CloseCode::GOING_AWAY, "idle timeout");
+            }
+            Timeout::Ping => {
+                let mut ping = BytesMut::new();
+                if let Phase::Open(ws) = &mut conn.phase {
+                    if ws.ping(b"", &mut ping).is_ok() {
+                        conn.out.push_control(&ping);
+                        conn.ping_sent = Some(tick);
+                        self.core.mark_dirty(key);
                     }
                 }
             }
