@@ -108,6 +108,7 @@ pub(super) fn check_error_response(error: HandshakeError) {
     let body = &out[resp.len..];
     assert_eq!(body, error.to_string().as_bytes());
     assert_eq!(resp.header("content-length"), Some(body.len().to_string().as_bytes()));
-    assert_eq!(resp.header("connection"), Some(&b"close"[..]));
+    let connection: &[u8] = if error.status() == 426 { b"Upgrade, close" } else { b"close" };
+    assert_eq!(resp.header("connection"), Some(connection));
     assert_eq!(resp.validate(&CLIENT_KEY, &PROTOCOLS), Err(HandshakeError::UnexpectedStatus(error.status())));
 }
