@@ -115,7 +115,7 @@ impl ServeApp {
             };
         }
         if request.head.bearer_token() != Some(key.as_str()) {
-            return HttpResponse::text(401, "bad or missing API key\n");
+            return unauthorized("bad or missing API key\n");
         }
         let Ok(body) = serde_json::from_slice::<Value>(request.body) else {
             return HttpResponse::text(400, "body must be JSON: {\"room\": ..., \"data\": ...}\n");
@@ -129,15 +129,14 @@ impl ServeApp {
     }
 
     fn upgrade_hub(&self, request: &HttpRequest<'_, '_, '_>) -> Decision<Route> {
-        if !request.upgrade {
-            return Decision::Respond(HttpResponse::text(426, "this endpoint speaks WebSocket\n"));
-        }
+        let Some(upgrade) = &request.upgrade else {
+            return Decision::Respond(HttpResponse::upgrade_required());
+        };
         let identity = match self.auth.authenticate(request.head) {
             Ok(identity) => identity,
-            Err(e) => return Decision::Respond(HttpResponse::text(401, format!("{e}\n"))),
+            Err(e) => return Decision::Respond(unauthorized(&format!("{e}\n"))),
         };
-        let offered = request.head.upgrade().map(|u| u.select_protocol(&[MSGPACK_PROTOCOL, JSON_PROTOCOL]));
-        let (encoding, protocol) = match offered.ok().flatten() {
+        let (encoding, protocol) = match upgrade.select_protocol(&[MSGPACK_PROTOCOL, JSON_PROTOCOL]) {
             Some(MSGPACK_PROTOCOL) => (Encoding::MsgPack, Some(MSGPACK_PROTOCOL)),
             Some(p) => (Encoding::Json, Some(p)),
             None => (Encoding::Json, None),
@@ -148,7 +147,7 @@ impl ServeApp {
     fn open_sse(&self, request: &HttpRequest<'_, '_, '_>) -> Decision<Route> {
         let identity = match self.auth.authenticate(request.head) {
             Ok(identity) => identity,
-            Err(e) => return Decision::Respond(HttpResponse::text(401, format!("{e}\n"))),
+            Err(e) => return Decision::Respond(unauthorized(&format!("{e}\n"))),
         };
         let Some(room) = request.head.query().and_then(|q| query_param(q, "room")).filter(|r| !r.is_empty())
         else {
@@ -165,6 +164,13 @@ impl ServeApp {
         let head = HttpResponse::with_type(200, "text/event-stream", Bytes::new());
         Decision::Stream { session: Route::Sse { room, last_event_id }, head }
     }
+}
+
+/// A 401 from a token check: "A server generating a 401 (Unauthorized) response MUST send a
+/// WWW-Authenticate header field containing at least one challenge applicable to the target
+/// resource" (RFC 9110 §11.6.1); the tokens are bearer tokens (RFC 6750 §3).
+fn unauthorized(body: &str) -> HttpResponse {
+    HttpResponse::text(401, body).header("WWW-Authenticate", "Bearer")
 }
 
 impl Handler for ServeApp {
@@ -185,13 +191,13 @@ impl Handler for ServeApp {
 
     fn on_request(&self, request: &HttpRequest<'_, '_, '_>) -> Decision<Route> {
         match request.head.path() {
-            "/echo" if request.upgrade => Decision::Upgrade { session: Route::Echo, protocol: None },
-            "/broadcast" if request.upgrade => {
+            "/echo" if request.upgrade.is_some() => {
+                Decision::Upgrade { session: Route::Echo, protocol: None }
+            }
+            "/broadcast" if request.upgrade.is_some() => {
                 Decision::Upgrade { session: Route::Broadcast, protocol: None }
             }
-            "/echo" | "/broadcast" => {
-                Decision::Respond(HttpResponse::text(426, "this endpoint speaks WebSocket\n"))
-            }
+            "/echo" | "/broadcast" => Decision::Respond(HttpResponse::upgrade_required()),
             "/ws" => self.upgrade_hub(request),
             "/sse" => self.open_sse(request),
             "/api/publish" => Decision::Respond(self.publish_api(request)),

@@ -6,7 +6,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use super::conn::{Life, Phase, Refusal};
 use super::stats::Rejection;
 use super::worker::Worker;
-use super::{Decision, Handler, HttpRequest, HttpResponse};
+use super::{Decision, Handler, HttpRequest, HttpResponse, RETRY_AFTER_SECS};
 use crate::proto::Connection;
 use crate::proto::handshake::request::parse_request;
 use crate::proto::handshake::{EMPTY_HEADER, HandshakeError, MAX_HEADERS, Status, response};
@@ -35,25 +35,14 @@ impl<H: Handler> Worker<H> {
         self.core.conns[key].input = input;
         match outcome {
             None => {}
-            Some(Err(e)) => {
-                let why = if e.status() == 431 { Rejection::TooLarge } else { Rejection::BadRequest };
-                self.core.stats().rejected(why);
-                let mut out = Vec::new();
-                e.write_response(&mut out);
-                self.respond_raw(key, &out);
-            }
+            Some(Err(e)) => self.reject(key, e),
             Some(Ok(Outcome::Respond(response, why))) => {
                 if let Some(why) = why {
                     self.core.stats().rejected(why);
                 }
                 self.respond(key, &response);
             }
-            Some(Ok(Outcome::Reject(e, why))) => {
-                self.core.stats().rejected(why);
-                let mut out = Vec::new();
-                e.write_response(&mut out);
-                self.respond_raw(key, &out);
-            }
+            Some(Ok(Outcome::Reject(e))) => self.reject(key, e),
             Some(Ok(Outcome::Upgrade { session, head_len, response, ws })) => {
                 self.open(key, session, head_len, response, ws);
             }
@@ -61,7 +50,19 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// Looks at a complete request head and decides; touches nothing but counters.
+    /// Answers a request the handshake checks refused, with the error's status and headers.
+    fn reject(&mut self, key: usize, error: HandshakeError) {
+        if let Some(why) = Rejection::for_status(error.status()) {
+            self.core.stats().rejected(why);
+        }
+        let mut out = Vec::new();
+        error.write_response(&mut out);
+        self.respond_raw(key, &out);
+    }
+
+    /// Looks at a complete request head and decides, in this order: a refusal decided at
+    /// accept (429, 503), a malformed WebSocket attempt (400, 405, 426), a forbidden `Origin`
+    /// (403), then the handler. Touches nothing but counters.
     fn decide(
         &self,
         key: usize,
@@ -75,10 +76,19 @@ impl<H: Handler> Worker<H> {
                 Refusal::PerIp => (429, "too many connections from this address\n", Rejection::PerIp),
                 Refusal::Full => (503, "server full\n", Rejection::Full),
             };
-            return Outcome::Respond(HttpResponse::text(status, body), Some(why));
+            // RFC 6585 §4 (429): "MAY include a Retry-After header indicating how long to wait
+            // before making a new request"; RFC 9110 §15.6.4 (503): "The server MAY send a
+            // Retry-After header field".
+            let response =
+                HttpResponse::text(status, body).header("Retry-After", &RETRY_AFTER_SECS.to_string());
+            return Outcome::Respond(response, Some(why));
         }
-        let upgrade = request.upgrade();
-        if let Ok(up) = &upgrade {
+        let upgrade = match request.upgrade_attempt() {
+            None => None,
+            Some(Ok(up)) => Some(up),
+            Some(Err(e)) => return Outcome::Reject(e),
+        };
+        if let Some(up) = &upgrade {
             if !config.allowed_origins.is_empty() {
                 let allowed = up.origin().is_some_and(|o| config.allowed_origins.iter().any(|a| a == o));
                 if !allowed {
@@ -90,21 +100,18 @@ impl<H: Handler> Worker<H> {
             }
         }
         let stats = &self.core.stats;
-        let http = HttpRequest { head: request, upgrade: upgrade.is_ok(), body, peer: conn.peer, stats };
+        let id = self.core.id_of(key);
+        let http = HttpRequest { head: request, upgrade, body, peer: conn.peer, stats, id };
         match self.handler.on_request(&http) {
             Decision::Stream { session, head } => Outcome::Stream { session, head },
             Decision::Respond(response) => {
-                let why = match response.status {
-                    200..=399 => None,
-                    400 | 404 | 405 | 426 => Some(Rejection::BadRequest),
-                    _ => Some(Rejection::App),
-                };
+                let why = Rejection::for_status(response.status);
                 Outcome::Respond(response, why)
             }
             Decision::Upgrade { session, protocol } => {
-                let up = match upgrade {
-                    Ok(up) => up,
-                    Err(e) => return Outcome::Reject(e, Rejection::BadRequest),
+                let Some(up) = upgrade else {
+                    // The handler upgrades a plain request: refused as what it lacks.
+                    return Outcome::Reject(request.upgrade().err().unwrap_or(HandshakeError::NotUpgrade));
                 };
                 let negotiated = config
                     .deflate
@@ -198,7 +205,11 @@ fn write_head(response: &HttpResponse, length: Option<usize>, out: &mut Vec<u8>)
     }
     match length {
         Some(n) => {
-            out.extend_from_slice(format!("Content-Length: {n}\r\nConnection: close\r\n\r\n").as_bytes())
+            let upgrade = response.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("upgrade"));
+            let connection = response::connection_close(upgrade);
+            out.extend_from_slice(
+                format!("Content-Length: {n}\r\nConnection: {connection}\r\n\r\n").as_bytes(),
+            )
         }
         None => out.extend_from_slice(b"Cache-Control: no-cache\r\nConnection: keep-alive\r\n\r\n"),
     }
@@ -215,6 +226,6 @@ fn body_len(request: &crate::proto::handshake::request::Request<'_, '_>) -> Resu
 enum Outcome<S> {
     Stream { session: S, head: HttpResponse },
     Respond(HttpResponse, Option<Rejection>),
-    Reject(HandshakeError, Rejection),
+    Reject(HandshakeError),
     Upgrade { session: S, head_len: usize, response: Vec<u8>, ws: Box<Connection> },
 }

@@ -26,7 +26,8 @@
 //!
 //!     fn on_request(&self, request: &HttpRequest<'_, '_, '_>) -> Decision<()> {
 //!         match request.head.path() {
-//!             "/echo" if request.upgrade => Decision::Upgrade { session: (), protocol: None },
+//!             "/echo" if request.upgrade.is_some() => Decision::Upgrade { session: (), protocol: None },
+//!             "/echo" => Decision::Respond(HttpResponse::upgrade_required()),
 //!             _ => Decision::Respond(HttpResponse::text(404, "not found\n")),
 //!         }
 //!     }
@@ -68,10 +69,14 @@ use bytes::Bytes;
 
 pub use crate::proto::MessageKind;
 use crate::proto::deflate::DeflateConfig;
-use crate::proto::handshake::request::Request;
+use crate::proto::handshake::{Request, Upgrade, VERSION};
 pub use ctx::{Ctx, Outbox, WorkerCtx};
 pub use handle::{ConnId, Handle};
 pub use stats::{COUNTED_CLOSE_CODES, REJECTIONS, Rejection, Stats, StatsSnapshot};
+
+/// Seconds a client refused by a connection cap is asked to wait (`Retry-After` on the 429
+/// and the 503): short, since a slot frees whenever any connection closes.
+pub const RETRY_AFTER_SECS: u32 = 1;
 
 /// A whole message from a peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,7 +103,8 @@ impl Message {
 pub struct HttpResponse {
     /// Status code.
     pub status: u16,
-    /// Extra headers (Content-Length and Connection are added).
+    /// Extra headers. `Content-Length` and `Connection` are added: `Connection: close`, or
+    /// `Connection: Upgrade, close` when an `Upgrade` header is among these (RFC 9110 §7.8).
     pub headers: Vec<(String, String)>,
     /// Body.
     pub body: Bytes,
@@ -118,21 +124,49 @@ impl HttpResponse {
     pub fn with_type(status: u16, content_type: &str, body: impl Into<Bytes>) -> Self {
         Self { status, headers: vec![("Content-Type".into(), content_type.into())], body: body.into() }
     }
+
+    /// `426 Upgrade Required`, for a plain request to a path that only speaks WebSocket:
+    /// with `Upgrade: websocket` ("A server that sends a 426 (Upgrade Required) response MUST
+    /// send an Upgrade header field to indicate the acceptable protocols", RFC 9110 §7.8) and
+    /// `Sec-WebSocket-Version: 13`, as for a handshake with another version (RFC 6455 §4.2.2).
+    pub fn upgrade_required() -> Self {
+        Self::text(426, "this endpoint speaks WebSocket\n")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Version", VERSION)
+    }
+
+    /// This response with one more header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
 }
 
 /// A request as [`Handler::on_request`] sees it.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct HttpRequest<'r, 'b, 'h> {
     /// The parsed head.
     pub head: &'r Request<'b, 'h>,
-    /// Whether the head is a valid WebSocket upgrade.
-    pub upgrade: bool,
+    /// The WebSocket opening handshake, when the request is a valid one; `None` for a plain
+    /// HTTP request ([`Request::upgrade_attempt`]).
+    ///
+    /// A malformed attempt never reaches the handler: the reactor answers it itself, whatever
+    /// the path, with the status of its [`HandshakeError`](crate::proto::handshake::HandshakeError)
+    /// (400; 405 with `Allow: GET`; 426 with `Sec-WebSocket-Version: 13` for another version)
+    /// and counts it. RFC 6455 §4.2.1: a server that finds the client "did not send a
+    /// handshake that matches the description below ... MUST stop processing the client's
+    /// handshake and return an HTTP response with an appropriate error code (such as 400 Bad
+    /// Request)".
+    pub upgrade: Option<Upgrade<'b, 'h>>,
     /// The body (empty without `Content-Length`).
     pub body: &'r [u8],
     /// The peer's address.
     pub peer: SocketAddr,
     /// The server's counters (for a metrics endpoint).
     pub stats: &'r Stats,
+    /// The connection's id; its worker is `id.worker()`.
+    pub id: ConnId,
 }
 
 /// What to do with a request: upgrade it, answer it over plain HTTP and close, or answer
