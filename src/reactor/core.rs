@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use slab::Slab;
 
-use super::ServerConfig;
 use super::conn::{Conn, Life, Phase};
 use super::handle::{ConnId, Handle};
+use super::http::write_head;
 use super::stats::{Stats, WorkerStats};
 use super::timers::{TICK, Wheel};
+use super::{HttpResponse, ServerConfig};
 use crate::proto::{CloseCode, MessageKind};
 
 /// Frames up to this size are copied into the cork rather than queued as their own iovec.
@@ -241,6 +242,25 @@ impl<C: Send + 'static> Core<C> {
     fn wheel_time(&self, tick: u64) -> Instant {
         let ahead = tick.saturating_sub(self.tick);
         self.now + TICK * ahead.min(u64::from(u32::MAX)) as u32
+    }
+
+    /// Answers over plain HTTP and lingers until the answer is out.
+    pub(crate) fn respond(&mut self, key: usize, response: &HttpResponse) {
+        let mut out = Vec::with_capacity(128 + response.body.len());
+        write_head(response, Some(response.body.len()), &mut out);
+        out.extend_from_slice(&response.body);
+        self.respond_raw(key, &out);
+    }
+
+    /// Queues a whole HTTP answer (head and body) and lingers until it is out.
+    pub(crate) fn respond_raw(&mut self, key: usize, bytes: &[u8]) {
+        let conn = &mut self.conns[key];
+        conn.phase = Phase::Http;
+        conn.input = BytesMut::new();
+        conn.out.push(Bytes::copy_from_slice(bytes));
+        conn.life = Life::Lingering { since: self.tick, finalized: true };
+        self.mark_dirty(key);
+        self.reschedule(key);
     }
 
     /// Writes what is corked for the connection being served: one write in the common case.

@@ -40,7 +40,7 @@ impl<H: Handler> Worker<H> {
                 if let Some(why) = why {
                     self.core.stats().rejected(why);
                 }
-                self.respond(key, &response);
+                self.core.respond(key, &response);
             }
             Some(Ok(Outcome::Reject(e))) => self.reject(key, e),
             Some(Ok(Outcome::Upgrade { session, head_len, response, ws })) => {
@@ -57,7 +57,7 @@ impl<H: Handler> Worker<H> {
         }
         let mut out = Vec::new();
         error.write_response(&mut out);
-        self.respond_raw(key, &out);
+        self.core.respond_raw(key, &out);
     }
 
     /// Looks at a complete request head and decides, in this order: a refusal decided at
@@ -131,13 +131,6 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    fn respond(&mut self, key: usize, response: &HttpResponse) {
-        let mut out = Vec::with_capacity(128 + response.body.len());
-        write_head(response, Some(response.body.len()), &mut out);
-        out.extend_from_slice(&response.body);
-        self.respond_raw(key, &out);
-    }
-
     fn open_stream(&mut self, key: usize, session: H::Session, head: &HttpResponse) {
         let mut out = Vec::with_capacity(256);
         write_head(head, None, &mut out);
@@ -151,16 +144,6 @@ impl<H: Handler> Worker<H> {
         self.core.mark_dirty(key);
         let id = self.core.id_of(key);
         self.with_ctx(key, id, |handler, ctx| handler.on_open(ctx));
-    }
-
-    fn respond_raw(&mut self, key: usize, bytes: &[u8]) {
-        let conn = &mut self.core.conns[key];
-        conn.phase = Phase::Http;
-        conn.input = BytesMut::new();
-        conn.out.push(Bytes::copy_from_slice(bytes));
-        conn.life = Life::Lingering { since: self.core.tick, finalized: true };
-        self.core.mark_dirty(key);
-        self.core.reschedule(key);
     }
 
     fn open(
@@ -197,7 +180,7 @@ impl<H: Handler> Worker<H> {
 
 /// Writes a status line and headers; `Content-Length` when the length is known, else the
 /// answer is a stream (closed by either side).
-fn write_head(response: &HttpResponse, length: Option<usize>, out: &mut Vec<u8>) {
+pub(crate) fn write_head(response: &HttpResponse, length: Option<usize>, out: &mut Vec<u8>) {
     let reason = response::reason_phrase(response.status);
     out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", response.status, reason).as_bytes());
     for (name, value) in &response.headers {
