@@ -25,6 +25,12 @@ pub(crate) enum Phase {
     },
     /// WebSocket open (or closing: see `Connection::can_send`).
     Open(Box<Connection>),
+    /// The handler deferred its answer ([`Decision::Defer`](super::Decision::Defer)) at tick
+    /// `since`: waiting for `respond` (or the defer timeout), reading nothing more.
+    Deferred {
+        /// Tick of the decision: the defer timeout counts from here.
+        since: u64,
+    },
     /// Answering over plain HTTP; closed once the answer is flushed.
     Http,
     /// A long-lived HTTP answer the application writes to (Server-Sent Events).
@@ -106,6 +112,8 @@ pub(crate) enum Timeout {
     Idle,
     /// The closing handshake or the lingering outlasted `close_timeout`: dropped.
     Close,
+    /// A deferred answer did not come within `defer_timeout`: answered 504, counted.
+    Deferred,
 }
 
 #[derive(Debug)]
@@ -179,6 +187,7 @@ impl Conn {
     ///   that trickles its head a byte at a time is cut off `handshake_timeout` after the
     ///   accept all the same.
     /// - The close timeout counts from the start of the closing (or of the HTTP answer).
+    /// - The defer timeout counts from the handler's decision to answer later.
     /// - An open connection's is the earliest of the heartbeat (`ping_timeout` after the ping
     ///   in flight) or else the next ping (`ping_interval` after the last byte read), and the
     ///   idle timeout (`idle_timeout` after the last message). On a tie the heartbeat goes
@@ -193,6 +202,7 @@ impl Conn {
         }
         match &self.phase {
             Phase::Handshake { since } => Some((at(*since, config.handshake_timeout), Timeout::Handshake)),
+            Phase::Deferred { since } => Some((at(*since, config.defer_timeout), Timeout::Deferred)),
             Phase::Open(_) => {
                 let heartbeat = match (self.ping_sent, config.ping_interval) {
                     (Some(sent), _) => Some((at(sent, config.ping_timeout), Timeout::Heartbeat)),

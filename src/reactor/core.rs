@@ -12,7 +12,7 @@ use slab::Slab;
 use super::conn::{Conn, Life, Phase};
 use super::handle::{ConnId, Handle};
 use super::http::write_head;
-use super::stats::{Stats, WorkerStats};
+use super::stats::{Rejection, Stats, WorkerStats};
 use super::timers::{TICK, Wheel};
 use super::{HttpResponse, ServerConfig};
 use crate::proto::{CloseCode, MessageKind};
@@ -242,6 +242,22 @@ impl<C: Send + 'static> Core<C> {
     fn wheel_time(&self, tick: u64) -> Instant {
         let ahead = tick.saturating_sub(self.tick);
         self.now + TICK * ahead.min(u64::from(u32::MAX)) as u32
+    }
+
+    /// Answers a request whose handler deferred ([`Decision::Defer`](super::Decision::Defer)):
+    /// false if the connection is gone, on another worker, or not waiting for an answer
+    /// (already answered, timed out, or never deferred). Counted as a refusal by its status
+    /// when that is 400 or more.
+    pub(crate) fn respond_deferred(&mut self, id: ConnId, response: &HttpResponse) -> bool {
+        let Some(key) = self.key(id) else { return false };
+        if !matches!(self.conns[key].phase, Phase::Deferred { .. }) {
+            return false;
+        }
+        if let Some(why) = Rejection::for_status(response.status) {
+            self.stats().rejected(why);
+        }
+        self.respond(key, response);
+        true
     }
 
     /// Answers over plain HTTP and lingers until the answer is out.

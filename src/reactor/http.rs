@@ -47,6 +47,12 @@ impl<H: Handler> Worker<H> {
                 self.open(key, session, head_len, response, ws);
             }
             Some(Ok(Outcome::Stream { session, head })) => self.open_stream(key, session, &head),
+            Some(Ok(Outcome::Defer)) => {
+                let conn = &mut self.core.conns[key];
+                conn.phase = Phase::Deferred { since: self.core.tick };
+                conn.input = BytesMut::new();
+                self.core.reschedule(key);
+            }
         }
     }
 
@@ -104,6 +110,7 @@ impl<H: Handler> Worker<H> {
         let http = HttpRequest { head: request, upgrade, body, peer: conn.peer, stats, id };
         match self.handler.on_request(&http) {
             Decision::Stream { session, head } => Outcome::Stream { session, head },
+            Decision::Defer => Outcome::Defer,
             Decision::Respond(response) => {
                 let why = Rejection::for_status(response.status);
                 Outcome::Respond(response, why)
@@ -210,5 +217,6 @@ enum Outcome<S> {
     Stream { session: S, head: HttpResponse },
     Respond(HttpResponse, Option<Rejection>),
     Reject(HandshakeError),
+    Defer,
     Upgrade { session: S, head_len: usize, response: Vec<u8>, ws: Box<Connection> },
 }

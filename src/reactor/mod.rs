@@ -43,6 +43,47 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
+//! # Answering later
+//!
+//! A handler that needs another thread (a remote store, say) before it can answer returns
+//! [`Decision::Defer`]; the connection waits, costing nothing, until the answer comes back
+//! through [`Handle::respond`] from any thread or [`WorkerCtx::respond`] on its worker,
+//! addressed by [`HttpRequest::id`]. Without an answer within
+//! [`ServerConfig::defer_timeout`] the reactor answers 504.
+//!
+//! ```no_run
+//! use std::sync::{Mutex, mpsc};
+//! use hibiki::reactor::{ConnId, Ctx, Decision, Handler, HttpRequest, HttpResponse, Message, Server};
+//!
+//! struct Slow(Mutex<mpsc::Sender<ConnId>>);
+//!
+//! impl Handler for Slow {
+//!     type Session = ();
+//!     type Local = ();
+//!     type Command = ();
+//!
+//!     fn local(&self, _worker: usize) {}
+//!
+//!     fn on_request(&self, request: &HttpRequest<'_, '_, '_>) -> Decision<()> {
+//!         let _ = self.0.lock().unwrap().send(request.id); // to a thread that answers
+//!         Decision::Defer
+//!     }
+//!
+//!     fn on_message(&self, _ctx: &mut Ctx<'_, Self>, _message: Message) {}
+//! }
+//!
+//! let (ids, pending) = mpsc::channel();
+//! let server = Server::builder().start(Slow(Mutex::new(ids)))?;
+//! let handle = server.handle();
+//! std::thread::spawn(move || {
+//!     for id in pending {
+//!         handle.respond(id, HttpResponse::text(200, "done\n"));
+//!     }
+//! });
+//! server.wait();
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
 //! # Portability
 //!
 //! Linux and the BSDs (epoll/kqueue through mio, `SO_REUSEPORT`). Elsewhere the listener
@@ -169,8 +210,8 @@ pub struct HttpRequest<'r, 'b, 'h> {
     pub id: ConnId,
 }
 
-/// What to do with a request: upgrade it, answer it over plain HTTP and close, or answer
-/// with a stream the application keeps writing to (Server-Sent Events).
+/// What to do with a request: upgrade it, answer it over plain HTTP and close (now or
+/// later), or answer with a stream the application keeps writing to (Server-Sent Events).
 #[derive(Debug)]
 pub enum Decision<S> {
     /// Upgrade to WebSocket with this session state and (optionally) one of the offered
@@ -183,6 +224,15 @@ pub enum Decision<S> {
     },
     /// Answer over HTTP and close.
     Respond(HttpResponse),
+    /// Answer later, with [`WorkerCtx::respond`] or [`Outbox::respond`] on the connection's
+    /// worker (`request.id.worker()`, e.g. from [`Handler::on_command`]) or [`Handle::respond`]
+    /// from any thread, given [`HttpRequest::id`]. Meanwhile the connection waits without
+    /// costing a thing: what the peer still sends is discarded, and if the peer closes the
+    /// connection is freed (a later answer is ignored). With no answer within
+    /// [`ServerConfig::defer_timeout`] the reactor answers `504 Gateway Timeout` and counts
+    /// it ([`Rejection::DeferTimeout`]). A deferred request is answered over HTTP only; copy
+    /// what the answer needs (the body, say) before returning.
+    Defer,
     /// Answer with this head (status and headers; no length) and keep the connection as a
     /// stream: the application writes to it with [`WorkerCtx::send_raw_to`] until either side
     /// closes. [`Handler::on_open`] and [`Handler::on_close`] are called as for WebSockets.
@@ -302,6 +352,10 @@ pub struct ServerConfig {
     pub hard_outbound_limit: usize,
     /// Period of [`Handler::on_tick`]. Default none.
     pub tick: Option<Duration>,
+    /// How long a request answered with [`Decision::Defer`] waits for its answer before the
+    /// reactor answers 504. Default 10 s: longer than a remote store should ever take, short
+    /// enough that a lost answer does not hold a connection for long.
+    pub defer_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -325,6 +379,7 @@ impl Default for ServerConfig {
             soft_outbound_limit: 1 << 20,
             hard_outbound_limit: 16 << 20,
             tick: None,
+            defer_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -401,6 +456,8 @@ impl ServerBuilder {
         hard_outbound_limit: usize;
         /// Tick period.
         tick: Option<Duration>;
+        /// Time a deferred request waits for its answer.
+        defer_timeout: Duration;
     }
 
     /// The config so far.

@@ -44,6 +44,9 @@ pub enum Rejection {
     Unauthorized,
     /// 403 from the application (other than the reactor's `Origin` check).
     Forbidden,
+    /// 504 from the reactor: a deferred answer ([`Decision::Defer`](super::Decision::Defer))
+    /// did not come within `defer_timeout`.
+    DeferTimeout,
 }
 
 impl Rejection {
@@ -64,7 +67,7 @@ impl Rejection {
 }
 
 /// The rejection causes, in counter order, with their metric label.
-pub const REJECTIONS: [(Rejection, &str); 12] = [
+pub const REJECTIONS: [(Rejection, &str); 13] = [
     (Rejection::BadRequest, "bad_request"),
     (Rejection::TooLarge, "too_large"),
     (Rejection::Origin, "origin"),
@@ -77,6 +80,7 @@ pub const REJECTIONS: [(Rejection, &str); 12] = [
     (Rejection::UpgradeRequired, "upgrade_required"),
     (Rejection::Unauthorized, "unauthorized"),
     (Rejection::Forbidden, "forbidden"),
+    (Rejection::DeferTimeout, "defer_timeout"),
 ];
 
 #[derive(Debug, Default)]

@@ -21,7 +21,7 @@ use super::ip::IpCounter;
 use super::stats::{Rejection, Stats};
 use super::sys;
 use super::timers::{Entry, TICK, Wheel};
-use super::{Handler, Message, ServerConfig};
+use super::{Handler, HttpResponse, Message, ServerConfig};
 use crate::proto::{CloseCode, Event, MessageKind};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -336,7 +336,7 @@ impl<H: Handler> Worker<H> {
                         self.rbuf = input;
                     }
                 }
-                Phase::Http | Phase::Stream => conn.input.clear(),
+                Phase::Http | Phase::Stream | Phase::Deferred { .. } => conn.input.clear(),
             }
             let Some(conn) = self.core.conns.get_mut(key) else { return };
             if conn.input.is_empty() && conn.input.capacity() > 0 {
@@ -565,6 +565,9 @@ impl<H: Handler> Worker<H> {
                 Command::Close(id, code, reason) => {
                     self.core.close(id, code, &reason);
                 }
+                Command::Respond(id, response) => {
+                    self.core.respond_deferred(id, &response);
+                }
                 Command::User(command) => {
                     let mut ctx = WorkerCtx { core: &mut self.core, local: &mut self.local };
                     self.handler.on_command(&mut ctx, command);
@@ -635,6 +638,11 @@ impl<H: Handler> Worker<H> {
             Timeout::Handshake => {
                 self.core.stats().rejected(Rejection::Timeout);
                 self.remove(key, CloseCode::ABNORMAL, false);
+                return;
+            }
+            Timeout::Deferred => {
+                self.core.stats().rejected(Rejection::DeferTimeout);
+                self.core.respond(key, &HttpResponse::text(504, "no answer in time\n"));
                 return;
             }
             Timeout::Idle => {
