@@ -210,6 +210,14 @@ pub struct HttpRequest<'r, 'b, 'h> {
     pub id: ConnId,
 }
 
+impl HttpRequest<'_, '_, '_> {
+    /// The worker thread that owns the connection (`id.worker()`): where an answer to a
+    /// deferred request is made, e.g. by posting a command to it.
+    pub fn worker(&self) -> usize {
+        self.id.worker()
+    }
+}
+
 /// What to do with a request: upgrade it, answer it over plain HTTP and close (now or
 /// later), or answer with a stream the application keeps writing to (Server-Sent Events).
 #[derive(Debug)]
