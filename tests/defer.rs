@@ -1,5 +1,6 @@
 //! Deferred HTTP answers (`Decision::Defer`) over real sockets: answered later from another
-//! thread and from `on_command`, timed out with 504, and a peer that leaves first.
+//! thread and from `on_command`, timed out with 504, a peer that leaves first, and a shutdown
+//! while waiting.
 
 mod common;
 
@@ -153,4 +154,15 @@ fn a_peer_that_leaves_frees_its_connection() {
     assert!(!answer_on_worker(&server, id), "its answer has nowhere to go");
     assert!(server.handle().respond(id, HttpResponse::text(200, "late\n")), "dropped by the worker");
     assert!(eventually(SEC, now), "and the server carries on");
+}
+
+#[test]
+fn a_shutdown_answers_what_waits_with_503() {
+    let (server, deferred) = start(Server::builder());
+    let client = pending(server.local_addr(), b"GET /later HTTP/1.1\r\nHost: x\r\n\r\n");
+    deferred.recv_timeout(5 * SEC).unwrap();
+    let stopper = std::thread::spawn(move || server.shutdown());
+    let answer = answer_of(client);
+    assert!(answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{answer}");
+    stopper.join().unwrap();
 }

@@ -238,8 +238,8 @@ pub enum Decision<S> {
     /// costing a thing: what the peer still sends is discarded, and if the peer closes the
     /// connection is freed (a later answer is ignored). With no answer within
     /// [`ServerConfig::defer_timeout`] the reactor answers `504 Gateway Timeout` and counts
-    /// it ([`Rejection::DeferTimeout`]). A deferred request is answered over HTTP only; copy
-    /// what the answer needs (the body, say) before returning.
+    /// it ([`Rejection::DeferTimeout`]); at shutdown it answers 503. A deferred request is
+    /// answered over HTTP only; copy what the answer needs (the body, say) before returning.
     Defer,
     /// Answer with this head (status and headers; no length) and keep the connection as a
     /// stream: the application writes to it with [`WorkerCtx::send_raw_to`] until either side

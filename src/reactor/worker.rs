@@ -587,11 +587,19 @@ impl<H: Handler> Worker<H> {
         self.shutdown_deadline = Some(self.core.now + self.core.config.close_timeout);
         let keys: Vec<usize> = self.core.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            let open = matches!(self.core.conns[key].phase, Phase::Open(_));
-            if open {
-                self.core.close_key(key, CloseCode::GOING_AWAY, "server shutting down");
-            } else if !self.core.conns[key].life.is_lingering() {
-                self.remove(key, CloseCode::GOING_AWAY, false);
+            match self.core.conns[key].phase {
+                Phase::Open(_) => {
+                    self.core.close_key(key, CloseCode::GOING_AWAY, "server shutting down");
+                }
+                // Its answer will not come now: say so, and let it be flushed.
+                Phase::Deferred { .. } => {
+                    let answer = HttpResponse::text(503, "server shutting down\n");
+                    self.core.respond(key, &answer);
+                }
+                _ if !self.core.conns[key].life.is_lingering() => {
+                    self.remove(key, CloseCode::GOING_AWAY, false);
+                }
+                _ => {}
             }
         }
     }
