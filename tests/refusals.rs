@@ -162,6 +162,20 @@ fn rows() -> Vec<Row> {
             b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
         ),
         row(
+            "plain GET of /broadcast",
+            426,
+            upgrade_required,
+            Rejection::UpgradeRequired,
+            b"GET /broadcast HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ),
+        row(
+            "plain GET of /ws",
+            426,
+            upgrade_required,
+            Rejection::UpgradeRequired,
+            b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ),
+        row(
             "WebSocket handshake to an unknown path",
             404,
             &[],
