@@ -388,7 +388,7 @@ impl Handler for Faulty {
 
     fn on_request(&self, request: &HttpRequest<'_, '_, '_>) -> Decision<()> {
         match request.head.path() {
-            "/ws" if request.upgrade => Decision::Upgrade { session: (), protocol: None },
+            "/ws" if request.upgrade.is_some() => Decision::Upgrade { session: (), protocol: None },
             _ => Decision::Respond(HttpResponse::text(404, "not found\n")),
         }
     }
