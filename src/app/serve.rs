@@ -351,7 +351,12 @@ impl Handler for ServeApp {
             }
             AppCommand::PublishStats => {
                 let (now, snapshot) = (ctx.now(), ctx.handle().stats().snapshot());
-                ctx.local().stats.publish(now, snapshot, &self.hub);
+                let message = ctx.local().stats.message(now, snapshot, &self.hub);
+                // To this node's members only, on every worker: each node shows itself.
+                let worker = ctx.worker();
+                ctx.handle().post_others(worker, &AppCommand::Store(ToWorker::Deliver(Arc::clone(&message))));
+                let (local, mut out) = ctx.split();
+                let _ = self.hub.on_store(&mut local.hub, &mut out, ToWorker::Deliver(message));
             }
         }
     }
