@@ -37,8 +37,8 @@ impl Handler for Chat {
     }
 
     fn on_request(&self, request: &HttpRequest<'_, '_, '_>) -> Decision<String> {
-        if !request.upgrade {
-            return Decision::Respond(HttpResponse::text(426, "WebSocket only\n"));
+        if request.upgrade.is_none() {
+            return Decision::Respond(HttpResponse::upgrade_required());
         }
         let name = request
             .head

@@ -19,10 +19,10 @@ impl Handler for Echo {
         &self,
         request: &hibiki::reactor::HttpRequest<'_, '_, '_>,
     ) -> hibiki::reactor::Decision<()> {
-        if request.upgrade {
+        if request.upgrade.is_some() {
             hibiki::reactor::Decision::Upgrade { session: (), protocol: None }
         } else {
-            hibiki::reactor::Decision::Respond(hibiki::reactor::HttpResponse::text(426, "WebSocket only\n"))
+            hibiki::reactor::Decision::Respond(hibiki::reactor::HttpResponse::upgrade_required())
         }
     }
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use common::{Peer, eventually, http, start, status_of};
 use hibiki::app::ServeApp;
 use hibiki::proto::{CloseCode, Event, MessageKind};
-use hibiki::reactor::Server;
+use hibiki::reactor::{Rejection, Server};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -134,7 +134,38 @@ fn slow_handshake_times_out() {
     assert_eq!(n, 0, "closed without an answer");
     assert!(started.elapsed() < Duration::from_secs(2));
     let handle = server.handle();
-    assert!(eventually(SEC, || handle.stats().snapshot().rejections[6] == 1));
+    assert!(eventually(SEC, || handle.stats().snapshot().rejected(Rejection::Timeout) == 1));
+}
+
+#[test]
+fn a_head_trickled_a_byte_at_a_time_is_cut_off_a_handshake_timeout_after_the_accept() {
+    let timeout = Duration::from_millis(500);
+    let server = start(Server::builder().handshake_timeout(timeout), ServeApp::default());
+    let mut stream = TcpStream::connect(server.local_addr()).unwrap();
+    let connected = std::time::Instant::now();
+    stream.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+    stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut buf = [0u8; 64];
+    // A byte every 100 ms keeps the connection busy, never finishing the head.
+    let cut_off = loop {
+        assert!(connected.elapsed() < 5 * SEC, "still connected after 5 s");
+        if stream.write_all(b"a").is_err() {
+            break connected.elapsed();
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => break connected.elapsed(),
+            Ok(n) => panic!("answered: {:?}", String::from_utf8_lossy(&buf[..n])),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break connected.elapsed(),
+        }
+    };
+    assert!(cut_off >= timeout - Duration::from_millis(50), "cut off early: {cut_off:?}");
+    assert!(cut_off < 4 * timeout, "trickling bytes kept it alive: {cut_off:?}");
+    let handle = server.handle();
+    assert!(
+        eventually(SEC, || handle.stats().snapshot().rejected(Rejection::Timeout) == 1),
+        "counted as a timeout"
+    );
 }
 
 #[test]
@@ -168,7 +199,7 @@ fn per_ip_cap_gets_429_before_the_upgrade() {
     drop(_a);
     let handle = server.handle();
     assert!(eventually(2 * SEC, || Peer::try_connect(addr, "/echo", &[], false).is_ok()));
-    assert!(handle.stats().snapshot().rejections[3] >= 1);
+    assert!(handle.stats().snapshot().rejected(Rejection::PerIp) >= 1);
 }
 
 #[test]

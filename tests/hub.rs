@@ -31,7 +31,12 @@ fn join_publish_and_ack_in_both_encodings() {
         let joined = a.expect("user_joined");
         assert_eq!(joined["payload"]["user"], b.user.as_str());
         let ack = a.request("publish", "p1", json!({"room": room, "data": {"text": "hello"}}));
-        assert_eq!(ack, json!({"id": "p1", "ok": true, "seq": 1}));
+        let epoch = presence["payload"]["epoch"].clone();
+        assert_eq!(
+            ack,
+            json!({"id": "p1", "ok": true, "seq": 1, "epoch": epoch}),
+            "the position: seq and epoch"
+        );
         let from = a.user.clone();
         for client in [&mut a, &mut b] {
             let message = client.expect("message");

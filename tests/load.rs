@@ -1,12 +1,16 @@
 //! `hibiki load` through its library API, against an in-process `hibiki serve` app: each
-//! scenario for about a second, and the ways a run can go wrong.
+//! scenario for about a second, several URLs (nodes) at once, a server that gets delivery
+//! wrong on purpose, Redis's `INFO`, and the ways a run can go wrong.
 
-use std::net::SocketAddr;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use hibiki::app::ServeApp;
 use hibiki::load::{FailureCause, LoadConfig, LoadError, Scenario, run_scenario, svg};
-use hibiki::reactor::{Running, Server};
+use hibiki::reactor::{
+    ConnId, Ctx, Decision, Handler, HttpRequest, HttpResponse, Message, MessageKind, Running, Server,
+};
 
 fn server() -> Running<ServeApp> {
     Server::builder()
@@ -29,7 +33,7 @@ fn echo_measures_round_trips() {
     let server = server();
     let mut config = config(Scenario::Echo, server.local_addr(), "/echo");
     config.in_flight = 4;
-    config.server_pid = Some(std::process::id());
+    config.server_pids = vec![std::process::id()];
     let summary = run_scenario(&config).expect("run");
     let c = &summary.connections;
     assert_eq!((c.attempted, c.opened, c.failed, c.open_at_end), (10, 10, 0, 10), "{summary:#?}");
@@ -131,7 +135,7 @@ fn room_loses_nothing() {
     let mut config = config(Scenario::Room, server.local_addr(), "/ws");
     config.connections = 20;
     config.rate = Some(100.0);
-    config.server_pid = Some(std::process::id());
+    config.server_pids = vec![std::process::id()];
     let summary = run_scenario(&config).expect("run");
     assert_eq!(summary.connections.opened, 21, "20 subscribers and the publisher: {summary:#?}");
     let r = summary.room.as_ref().unwrap();
@@ -143,6 +147,10 @@ fn room_loses_nothing() {
     assert_eq!(b.expected, b.published * 20);
     assert_eq!(b.lost, 0, "{summary:#?}");
     assert_eq!(b.delivered, b.expected);
+    // Every seq acked to the publisher reached every member once, in order.
+    let q = summary.sequence.as_ref().unwrap();
+    assert_eq!((q.subscribers, q.lost, q.duplicated, q.reordered, q.gaps), (20, 0, 0, 0, 0), "{q:?}");
+    assert_eq!(summary.room.as_ref().unwrap().acked, b.published);
     let m = summary.messages.as_ref().unwrap();
     assert!(m.per_sec > 0.0 && m.received > 0, "{summary:#?}");
     assert_eq!((m.errors, m.payload), (0, 100));
@@ -219,7 +227,7 @@ fn idle_holds_connections() {
     let server = server();
     let mut config = config(Scenario::Idle, server.local_addr(), "/echo");
     config.connections = 200;
-    config.server_pid = Some(std::process::id());
+    config.server_pids = vec![std::process::id()];
     let summary = run_scenario(&config).expect("run");
     let c = &summary.connections;
     assert_eq!((c.opened, c.failed, c.open_at_end), (200, 0, 200), "{summary:#?}");
@@ -248,7 +256,7 @@ fn refused_upgrade_is_counted_by_cause() {
 #[test]
 fn unreachable_port_is_an_error() {
     // A port that was free a moment ago.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config = LoadConfig::new(Scenario::Echo, format!("ws://127.0.0.1:{port}/echo"));
     let err = run_scenario(&config).unwrap_err();
     assert!(matches!(err, LoadError::Unreachable { .. }), "{err:?}");
@@ -282,4 +290,276 @@ fn server_closing_mid_run_is_counted() {
     // Every connection was lost: the command exits non-zero.
     assert!(summary.all_failed());
     assert!(summary.messages.unwrap().received > 0);
+}
+
+#[test]
+fn room_over_two_urls_spreads_subscribers_and_sums_server_cpu() {
+    let server = tick_server();
+    let addr = server.local_addr();
+    // Two URLs of the same server stand for two nodes: the plumbing is the same.
+    let (a, b) = (format!("ws://{addr}/ws"), format!("ws://{addr}/ws?node=b"));
+    let mut config = config(Scenario::Room, addr, "/ws");
+    config.subscribe_urls = vec![a.clone(), b.clone()];
+    config.connections = 20;
+    config.rate = Some(100.0);
+    // The same process twice: two nodes' CPU seconds, summed.
+    config.server_pids = vec![std::process::id(), std::process::id()];
+    let summary = run_scenario(&config).expect("run");
+    assert_eq!(summary.connections.opened, 21, "{summary:#?}");
+    let nodes: Vec<_> =
+        summary.nodes.iter().map(|n| (n.url.as_str(), n.publishers, n.subscribers, n.joined)).collect();
+    assert_eq!(nodes, [(a.as_str(), 1, 10, Some(10)), (b.as_str(), 0, 10, Some(10))]);
+    let q = summary.sequence.as_ref().expect("seqs were acked");
+    assert_eq!(q.subscribers, 20);
+    assert_eq!((q.lost, q.duplicated, q.reordered, q.gaps, q.affected_subscribers), (0, 0, 0, 0, 0), "{q:?}");
+    assert_eq!(q.replaced, None, "no keyed messages in a plain room");
+    for node in &summary.nodes {
+        let n = node.sequence.as_ref().unwrap();
+        assert_eq!((n.subscribers, n.lost, n.affected_subscribers), (10, 0, 0), "{node:?}");
+    }
+    let r = summary.room.as_ref().unwrap();
+    let b_stats = summary.broadcast.as_ref().unwrap();
+    assert_eq!((r.acked, r.ack_failed, r.unacked), (b_stats.published, 0, 0), "every publish acked");
+    assert_eq!(b_stats.lost, 0);
+    let u = &summary.usage;
+    assert_eq!(u.servers.len(), 2);
+    let (one, two) = (u.servers[0].cpu_secs.unwrap(), u.servers[1].cpu_secs.unwrap());
+    let sum = u.server_cpu_secs.unwrap();
+    assert!((sum - (one + two)).abs() < 1e-9, "{u:?}");
+    let received = summary.messages.as_ref().unwrap().received as f64;
+    if sum > 0.0 {
+        assert!((u.per_server_cpu_sec.unwrap() - received / sum).abs() < 1e-6, "per CPU-second of the sum");
+    }
+    let table = summary.table();
+    for line in ["2 nodes", "nodes           ", "1 publisher · 10 subscribers · 10 joined", "0 lost", "sum "]
+    {
+        assert!(table.contains(line), "{line:?} in\n{table}");
+    }
+    assert!(table.contains(&format!("{b}  10 subscribers")), "{table}");
+    let json: serde_json::Value = serde_json::from_str(&summary.to_json()).unwrap();
+    assert_eq!(json["nodes"][1]["url"], b.as_str());
+    assert_eq!(json["nodes"][1]["sequence"]["lost"], 0);
+    assert_eq!(json["sequence"]["lost"], 0);
+    assert_eq!(json["sequence"]["affected_subscribers"], 0);
+    assert_eq!(json["usage"]["servers"].as_array().unwrap().len(), 2);
+    server.shutdown();
+}
+
+#[test]
+fn tick_over_a_publish_url_and_a_subscribe_url() {
+    let server = tick_server();
+    let addr = server.local_addr();
+    let mut config = config(Scenario::Tick, addr, "/ws");
+    config.publish_urls = vec![format!("ws://{addr}/ws?publish")];
+    config.subscribe_urls = vec![format!("ws://{addr}/ws?subscribe")];
+    config.connections = 10;
+    let summary = run_scenario(&config).expect("run");
+    let nodes: Vec<_> = summary.nodes.iter().map(|n| (n.publishers, n.subscribers, n.joined)).collect();
+    assert_eq!(nodes, [(1, 0, Some(0)), (0, 10, Some(10))], "{summary:#?}");
+    let q = summary.sequence.as_ref().unwrap();
+    // Keyed messages may be replaced; nothing else may go missing.
+    assert_eq!((q.subscribers, q.lost, q.duplicated, q.reordered), (10, 0, 0, 0), "{q:?}");
+    assert!(q.replaced.is_some());
+    assert!(summary.room.as_ref().unwrap().late_ticks.is_some(), "/metrics of the node");
+    server.shutdown();
+}
+
+/// A `/ws` server that speaks just enough of the app protocol for `hibiki load room` and gets
+/// delivery wrong on purpose: the first member never gets seq 3, the second gets seq 5 twice,
+/// the third gets seq 7 after seq 8, the fourth is told of a gap before seq 2. The others get
+/// everything.
+struct Faulty;
+
+#[derive(Default)]
+struct FaultyRoom {
+    members: Vec<ConnId>,
+    seq: u64,
+    held: Option<String>,
+}
+
+impl Handler for Faulty {
+    type Session = ();
+    type Local = FaultyRoom;
+    type Command = ();
+
+    fn local(&self, _worker: usize) -> FaultyRoom {
+        FaultyRoom::default()
+    }
+
+    fn on_request(&self, request: &HttpRequest<'_, '_, '_>) -> Decision<()> {
+        match request.head.path() {
+            "/ws" if request.upgrade.is_some() => Decision::Upgrade { session: (), protocol: None },
+            _ => Decision::Respond(HttpResponse::text(404, "not found\n")),
+        }
+    }
+
+    fn on_message(&self, ctx: &mut Ctx<'_, Self>, message: Message) {
+        let Some(text) = message.as_text() else { return };
+        let envelope: serde_json::Value = serde_json::from_str(text).unwrap();
+        let id = envelope["id"].to_string();
+        let payload = &envelope["payload"];
+        match envelope["type"].as_str() {
+            Some("join") => {
+                let me = ctx.id();
+                ctx.local().members.push(me);
+                ctx.send_text(&format!(r#"{{"type":"ack","id":{id},"payload":{{"id":{id},"ok":true}}}}"#));
+            }
+            Some("publish") => {
+                let room = ctx.local();
+                room.seq += 1;
+                let seq = room.seq;
+                ctx.send_text(&format!(
+                    r#"{{"type":"ack","id":{id},"payload":{{"id":{id},"ok":true,"seq":{seq}}}}}"#
+                ));
+                // The fields in the order hibiki serve writes them.
+                let message = format!(
+                    r#"{{"type":"message","payload":{{"room":{},"seq":{seq},"from":"faulty","data":{},"ts":0}},"ts":0}}"#,
+                    payload["room"], payload["data"]
+                );
+                let members = ctx.local().members.clone();
+                for (i, member) in members.into_iter().enumerate() {
+                    let send = |ctx: &mut Ctx<'_, Self>, text: &str| {
+                        ctx.send_to(member, MessageKind::Text, text.as_bytes());
+                    };
+                    match (i, seq) {
+                        (0, 3) => {}
+                        (1, 5) => {
+                            send(ctx, &message);
+                            send(ctx, &message);
+                        }
+                        (2, 7) => ctx.local().held = Some(message.clone()),
+                        (2, 8) => {
+                            send(ctx, &message);
+                            let held = ctx.local().held.take().unwrap();
+                            send(ctx, &held);
+                        }
+                        (3, 2) => {
+                            let gap = r#"{"type":"error","payload":{"code":"history_gap","message":"lost","oldest":2,"seq":1}}"#;
+                            send(ctx, gap);
+                            send(ctx, &message);
+                        }
+                        _ => send(ctx, &message),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn lost_duplicated_and_reordered_seqs_are_counted() {
+    let server = Server::builder().bind("127.0.0.1:0".parse().unwrap()).threads(1).start(Faulty).unwrap();
+    let mut config = config(Scenario::Room, server.local_addr(), "/ws");
+    config.connections = 6;
+    config.rate = Some(50.0);
+    let summary = run_scenario(&config).expect("run");
+    let b = summary.broadcast.as_ref().unwrap();
+    assert!(b.published >= 8, "{b:?}");
+    // One delivery missing and one repeated: counting deliveries alone sees nothing.
+    assert_eq!((b.expected, b.delivered, b.lost), (b.published * 6, b.published * 6, 0), "{b:?}");
+    let q = summary.sequence.as_ref().unwrap();
+    assert_eq!((q.subscribers, q.lost, q.lost_subscribers), (6, 1, 1), "{q:?}");
+    assert_eq!((q.duplicated, q.duplicated_subscribers), (1, 1), "{q:?}");
+    assert_eq!((q.reordered, q.reordered_subscribers), (1, 1), "{q:?}");
+    assert_eq!((q.gaps, q.gap_subscribers), (1, 1), "{q:?}");
+    assert_eq!(q.affected_subscribers, 4, "{q:?}");
+    assert_eq!(summary.messages.as_ref().unwrap().errors, 0, "a gap notice is not an error");
+    let table = summary.table();
+    let line = "1 lost (1 subscriber) · 1 duplicated (1 subscriber) · 1 reordered (1 subscriber) · \
+                1 gaps announced (1 subscriber) · 4 of 6 subscribers affected";
+    assert!(table.contains(line), "{table}");
+    let json: serde_json::Value = serde_json::from_str(&summary.to_json()).unwrap();
+    assert_eq!(json["sequence"]["lost"], 1);
+    assert_eq!(json["sequence"]["duplicated"], 1);
+    assert_eq!(json["sequence"]["reordered"], 1);
+    assert_eq!(json["sequence"]["gaps"], 1);
+    assert_eq!(json["nodes"][0]["sequence"]["affected_subscribers"], 4);
+    server.shutdown();
+}
+
+/// The local Redis (127.0.0.1:6379), which this test needs running.
+fn local_redis() -> SocketAddr {
+    let addr: SocketAddr = "127.0.0.1:6379".parse().unwrap();
+    if let Err(e) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+        panic!(
+            "this test needs Redis on {addr} ({e}); start it with \
+             redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no"
+        );
+    }
+    addr
+}
+
+#[test]
+fn redis_cpu_and_command_calls_over_the_window() {
+    let redis = local_redis();
+    let server = server();
+    let mut config = config(Scenario::Room, server.local_addr(), "/ws");
+    config.connections = 4;
+    config.warmup = Duration::ZERO;
+    config.duration = Duration::from_secs(2);
+    config.redis = vec![format!("redis://{redis}/")];
+    let run = std::thread::spawn(move || run_scenario(&config));
+    // Twenty ECHO commands well inside the window.
+    std::thread::sleep(Duration::from_millis(800));
+    let mut conn = TcpStream::connect(redis).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut echoes = Vec::new();
+    for _ in 0..20 {
+        echoes.extend_from_slice(b"*2\r\n$4\r\nECHO\r\n$11\r\nhibiki-load\r\n");
+    }
+    conn.write_all(&echoes).unwrap();
+    let mut answers = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while answers.len() < 20 * "$11\r\nhibiki-load\r\n".len() {
+        let n = conn.read(&mut chunk).unwrap();
+        assert!(n > 0, "Redis closed the connection");
+        answers.extend_from_slice(&chunk[..n]);
+    }
+    let summary = run.join().unwrap().expect("run");
+    let r = &summary.usage.redis[0];
+    assert_eq!((r.url.clone(), r.error.clone()), (format!("redis://{redis}/"), None), "{r:?}");
+    assert!(r.cpu_secs.is_some_and(|cpu| cpu >= 0.0), "{r:?}");
+    assert!(r.commands.get("echo").is_some_and(|&n| n >= 20), "{r:?}");
+    assert!(r.calls.unwrap() >= 20 && !r.commands.contains_key("info"), "{r:?}");
+    assert!(r.calls_per_publish.is_some(), "{r:?}");
+    assert_eq!(summary.usage.redis_cpu_secs, r.cpu_secs);
+    let table = summary.table();
+    assert!(table.contains(&format!("redis           redis://{redis}/: ")), "{table}");
+    let json: serde_json::Value = serde_json::from_str(&summary.to_json()).unwrap();
+    assert!(json["usage"]["redis"][0]["cpu_secs"].is_f64());
+    server.shutdown();
+}
+
+#[test]
+fn a_redis_url_that_is_not_redis_is_a_clear_error() {
+    let server = server();
+    // Something that answers, but not in RESP.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake = listener.local_addr().unwrap();
+    let thread = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = stream.read(&mut buf);
+        let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let _ = stream.read(&mut buf);
+    });
+    let mut config = config(Scenario::Room, server.local_addr(), "/ws");
+    config.redis = vec![format!("redis://{fake}/")];
+    let err = run_scenario(&config).unwrap_err();
+    assert!(matches!(err, LoadError::Redis { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("Redis at redis://{fake}/")) && text.contains("not a Redis reply"),
+        "{text}"
+    );
+    thread.join().unwrap();
+    // Nothing listening; a URL that is not redis://.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    config.redis = vec![format!("redis://127.0.0.1:{port}/")];
+    assert!(run_scenario(&config).unwrap_err().to_string().contains("cannot connect"));
+    config.redis = vec!["http://127.0.0.1:6379/".into()];
+    assert!(run_scenario(&config).unwrap_err().to_string().contains("expected redis://"));
+    server.shutdown();
 }

@@ -16,12 +16,44 @@ use serde_json::json;
 
 fn server(weather: Weather) -> (Running<ServeApp>, std::sync::Arc<testing::Control>) {
     let (stores, control) = testing::later(1000, weather);
+    let mut config = ServeConfig::default();
+    config.api_key = Some("key".into());
     let server = Server::builder()
         .bind(common::local())
         .threads(2)
-        .start(ServeApp::with_stores(ServeConfig::default(), stores))
+        .start(ServeApp::with_stores(config, stores))
         .unwrap();
     (server, control)
+}
+
+fn api_publish(addr: std::net::SocketAddr, data: &str) -> String {
+    let body = format!(r#"{{"room":"news","data":"{data}"}}"#);
+    let request = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer key\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    http(addr, request.as_bytes())
+}
+
+#[test]
+fn the_publish_api_answers_when_a_later_store_confirmed() {
+    let (server, control) = server(Weather { max_delay: Duration::from_millis(30), drop: 0.0 });
+    let addr = server.local_addr();
+    let mut reader = Client::connect(&server, &[]);
+    reader.join("news");
+    let answer = api_publish(addr, "first");
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    let json: serde_json::Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(json["seq"], 1);
+    assert!(json["epoch"].is_string());
+    assert_eq!(reader.expect("message")["payload"]["data"], "first");
+    control.set_failing(true);
+    let answer = api_publish(addr, "lost");
+    assert_eq!(status_of(&answer), 503, "{answer}");
+    assert!(answer.contains("Retry-After: 1"), "{answer}");
+    control.set_failing(false);
+    assert_eq!(status_of(&api_publish(addr, "second")), 200);
+    assert_eq!(reader.expect("message")["payload"]["data"], "second", "the failed one was never published");
 }
 
 #[test]

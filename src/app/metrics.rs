@@ -4,7 +4,7 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use crate::hub::Hub;
-use crate::reactor::{COUNTED_CLOSE_CODES, REJECTIONS, StatsSnapshot};
+use crate::reactor::{COUNTED_CLOSE_CODES, REJECTIONS, Rejection, StatsSnapshot};
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
@@ -43,7 +43,7 @@ pub fn render(stats: &StatsSnapshot, hub: &Hub) -> String {
         "hibiki_per_ip_rejections_total",
         "counter",
         "Connections refused with 429 (per-IP cap).",
-        stats.rejections[3],
+        stats.rejected(Rejection::PerIp),
     );
     metric(&mut out, "hibiki_messages_in_total", "counter", "Messages received.", stats.messages_in);
     metric(

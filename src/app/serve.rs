@@ -143,42 +143,47 @@ impl ServeApp {
         }
     }
 
-    fn publish_api(&self, request: &HttpRequest<'_, '_, '_>) -> HttpResponse {
-        let Some(key) = &self.api_key else {
-            return HttpResponse::text(403, "the publish API is off: start with --api-key\n");
-        };
-        if request.head.method != "POST" {
-            return HttpResponse {
-                headers: vec![("Allow".into(), "POST".into())],
-                ..HttpResponse::text(405, "POST only\n")
-            };
-        }
-        if request.head.bearer_token() != Some(key.as_str()) {
-            return HttpResponse::text(401, "bad or missing API key\n");
-        }
-        let Ok(body) = serde_json::from_slice::<Value>(request.body) else {
-            return HttpResponse::text(400, "body must be JSON: {\"room\": ..., \"data\": ...}\n");
-        };
-        let Some(room) = body.get("room").and_then(Value::as_str).filter(|r| !r.is_empty()) else {
-            return HttpResponse::text(400, "body.room must be a non-empty string\n");
-        };
-        let data = body.get("data").cloned().unwrap_or(Value::Null);
-        let from: Arc<str> = Arc::from("server");
-        // Nobody waits for a later answer yet: the in-memory broker answers at once.
-        let ticket = Ticket { worker: 0, waiter: Waiter::Op(u64::MAX) };
-        match self.hub.publish(Publish::new(room, &from, data), ticket) {
-            Reply::Now(result) => Self::published(room, result),
-            Reply::Later => unavailable("the room store answers later; deferred answers are not wired yet"),
+    /// `POST /api/publish`: answered when the broker confirmed the publish — at once in
+    /// memory, later (a deferred answer) for a remote broker.
+    fn publish_api(&self, request: &HttpRequest<'_, '_, '_>) -> Decision<Route> {
+        match self.publish_request(request) {
+            Ok(decision) => decision,
+            Err(response) => Decision::Respond(response),
         }
     }
 
+    fn publish_request(&self, request: &HttpRequest<'_, '_, '_>) -> Result<Decision<Route>, HttpResponse> {
+        let Some(key) = &self.api_key else {
+            return Err(HttpResponse::text(403, "the publish API is off: start with --api-key\n"));
+        };
+        if request.head.method != "POST" {
+            return Err(HttpResponse::text(405, "POST only\n").header("Allow", "POST"));
+        }
+        if request.head.bearer_token() != Some(key.as_str()) {
+            return Err(unauthorized("bad or missing API key\n"));
+        }
+        let Ok(mut body) = serde_json::from_slice::<Value>(request.body) else {
+            return Err(HttpResponse::text(400, "body must be JSON: {\"room\": ..., \"data\": ...}\n"));
+        };
+        let data = body.get_mut("data").map(Value::take).unwrap_or(Value::Null);
+        let Some(room) = body.get("room").and_then(Value::as_str).filter(|r| !r.is_empty()) else {
+            return Err(HttpResponse::text(400, "body.room must be a non-empty string\n"));
+        };
+        let from: Arc<str> = Arc::from("server");
+        let ticket = Ticket { worker: request.worker(), waiter: Waiter::Http(request.id) };
+        Ok(match self.hub.publish(Publish::new(room, &from, data), ticket) {
+            Reply::Now(result) => Decision::Respond(Self::published(result)),
+            Reply::Later => Decision::Defer,
+        })
+    }
+
     /// The answer to `POST /api/publish`, once the broker answered.
-    fn published(room: &str, result: Result<Position, HubError>) -> HttpResponse {
+    fn published(result: Result<Position, HubError>) -> HttpResponse {
         match result {
             Ok(position) => HttpResponse::with_type(
                 200,
                 "application/json",
-                json!({"room": room, "seq": position.seq, "epoch": position.epoch.as_str()}).to_string(),
+                json!({"seq": position.seq, "epoch": position.epoch.as_str()}).to_string(),
             ),
             Err(e) if e.code == ErrorCode::Unavailable => unavailable(&e.message),
             Err(e) => HttpResponse::text(409, format!("{}\n", e.message)),
@@ -186,18 +191,16 @@ impl ServeApp {
     }
 
     fn upgrade_hub(&self, request: &HttpRequest<'_, '_, '_>) -> Decision<Route> {
-        if !request.upgrade {
-            return Decision::Respond(HttpResponse::text(426, "this endpoint speaks WebSocket\n"));
-        }
+        let Some(upgrade) = &request.upgrade else {
+            return Decision::Respond(HttpResponse::upgrade_required());
+        };
         let identity = match self.auth.authenticate(request.head) {
             Ok(identity) => identity,
-            Err(e) => return Decision::Respond(HttpResponse::text(401, format!("{e}\n"))),
+            Err(e) => return Decision::Respond(unauthorized(&format!("{e}\n"))),
         };
         // The first protocol in the client's list that the server knows wins.
-        let offered = request.head.upgrade().ok().and_then(|u| {
-            u.protocols()
-                .find_map(|p| [JSON_PROTOCOL, MSGPACK_PROTOCOL].into_iter().find(|known| *known == p))
-        });
+        let offered =
+            upgrade.protocols().find_map(|p| [JSON_PROTOCOL, MSGPACK_PROTOCOL].into_iter().find(|k| *k == p));
         let (encoding, protocol) = match offered {
             Some(MSGPACK_PROTOCOL) => (Encoding::MsgPack, Some(MSGPACK_PROTOCOL)),
             Some(p) => (Encoding::Json, Some(p)),
@@ -209,7 +212,7 @@ impl ServeApp {
     fn open_sse(&self, request: &HttpRequest<'_, '_, '_>) -> Decision<Route> {
         let identity = match self.auth.authenticate(request.head) {
             Ok(identity) => identity,
-            Err(e) => return Decision::Respond(HttpResponse::text(401, format!("{e}\n"))),
+            Err(e) => return Decision::Respond(unauthorized(&format!("{e}\n"))),
         };
         let Some(room) = request.head.query().and_then(|q| query_param(q, "room")).filter(|r| !r.is_empty())
         else {
@@ -226,6 +229,13 @@ impl ServeApp {
         let head = HttpResponse::with_type(200, "text/event-stream", Bytes::new());
         Decision::Stream { session: Route::Sse { room, last_event_id }, head }
     }
+}
+
+/// A 401 from a token check: "A server generating a 401 (Unauthorized) response MUST send a
+/// WWW-Authenticate header field containing at least one challenge applicable to the target
+/// resource" (RFC 9110 §11.6.1); the tokens are bearer tokens (RFC 6750 §3).
+fn unauthorized(body: &str) -> HttpResponse {
+    HttpResponse::text(401, body).header("WWW-Authenticate", "Bearer")
 }
 
 impl Handler for ServeApp {
@@ -254,16 +264,16 @@ impl Handler for ServeApp {
 
     fn on_request(&self, request: &HttpRequest<'_, '_, '_>) -> Decision<Route> {
         match request.head.path() {
-            "/echo" if request.upgrade => Decision::Upgrade { session: Route::Echo, protocol: None },
-            "/broadcast" if request.upgrade => {
+            "/echo" if request.upgrade.is_some() => {
+                Decision::Upgrade { session: Route::Echo, protocol: None }
+            }
+            "/broadcast" if request.upgrade.is_some() => {
                 Decision::Upgrade { session: Route::Broadcast, protocol: None }
             }
-            "/echo" | "/broadcast" => {
-                Decision::Respond(HttpResponse::text(426, "this endpoint speaks WebSocket\n"))
-            }
+            "/echo" | "/broadcast" => Decision::Respond(HttpResponse::upgrade_required()),
             "/ws" => self.upgrade_hub(request),
             "/sse" => self.open_sse(request),
-            "/api/publish" => Decision::Respond(self.publish_api(request)),
+            "/api/publish" => self.publish_api(request),
             "/healthz" => Decision::Respond(match self.hub.health() {
                 Ok(()) => HttpResponse::text(200, "ok\n"),
                 Err(why) => unavailable(&format!("degraded: {why}")),
@@ -343,12 +353,18 @@ impl Handler for ServeApp {
             AppCommand::Fanout(frame) => Self::fan_out(ctx, &frame),
             AppCommand::Store(what) => {
                 let (local, mut out) = ctx.split();
-                // Deferred HTTP answers are not wired yet: nothing asks for one.
-                let _ = self.hub.on_store(&mut local.hub, &mut out, what);
+                if let Some((conn, result)) = self.hub.on_store(&mut local.hub, &mut out, what) {
+                    ctx.respond(conn, Self::published(result));
+                }
             }
             AppCommand::PublishStats => {
                 let (now, snapshot) = (ctx.now(), ctx.handle().stats().snapshot());
-                ctx.local().stats.publish(now, snapshot, &self.hub);
+                let message = ctx.local().stats.message(now, snapshot, &self.hub);
+                // To this node's members only, on every worker: each node shows itself.
+                let worker = ctx.worker();
+                ctx.handle().post_others(worker, &AppCommand::Store(ToWorker::Deliver(Arc::clone(&message))));
+                let (local, mut out) = ctx.split();
+                let _ = self.hub.on_store(&mut local.hub, &mut out, ToWorker::Deliver(message));
             }
         }
     }

@@ -3,11 +3,12 @@
 //! page at `/` draws its charts from it) instead of a poller of `/metrics`.
 //!
 //! A small thread, started by `ServeApp::on_start`, posts [`AppCommand::PublishStats`] to
-//! worker 0 every period; worker 0 reads the counters and hands the message to the hub's
-//! broker, which fans it out to the room's members on every worker like any room event. On
-//! the wire it is a volatile `message` (`seq` 0, `from` `server`); it is not counted as
-//! published and, while nobody is in the room, it creates no room and goes nowhere. The
-//! thread ends when the server stops (its post to worker 0 fails).
+//! worker 0 every period; worker 0 reads the counters and hands the message to every worker
+//! of this node, which deliver it to their members of the room. It never goes through the
+//! room stores: with several nodes, each node's dashboard shows that node (`node` says
+//! which). On the wire it is a volatile `message` (`seq` 0, `from` `server`); it is not
+//! counted as published and, while nobody is in the room, it goes nowhere. The thread ends
+//! when the server stops (its post to worker 0 fails).
 //!
 //! The room is readable by every client, whatever its token's `rooms` claim says (see
 //! [`Identity::may_join`](crate::hub::Identity::may_join)); no client may publish to a
@@ -17,6 +18,7 @@
 //!
 //! | field | what |
 //! |---|---|
+//! | `node` | the node's id (`--node-id`) |
 //! | `ts`, `uptime_s`, `period_ms` | when (ms since the epoch), seconds since start, the publishing period |
 //! | `connections` | WebSocket and SSE connections open now |
 //! | `connections_total` | connections opened |
@@ -39,7 +41,7 @@ use super::serve::AppCommand;
 use crate::hub::Hub;
 pub use crate::hub::STATS_ROOM;
 use crate::hub::envelope::now_ms;
-use crate::hub::store::{Kind, Publication};
+use crate::hub::store::{Broadcast, Kind, Publication};
 use crate::reactor::{Handle, StatsSnapshot};
 
 /// Worker 0's memory of the previous sample, for the rates.
@@ -77,6 +79,7 @@ impl StatsFeed {
             None => (0.0, 0.0, 0.0, 0.0, 0.0),
         };
         let data = json!({
+            "node": hub.config().node.as_str(),
             "ts": now_ms(),
             "uptime_s": (now.duration_since(self.started).as_secs_f64() * 10.0).round() / 10.0,
             "period_ms": self.period.as_millis() as u64,
@@ -112,16 +115,16 @@ impl StatsFeed {
         data
     }
 
-    /// Samples the counters and sends them to [`STATS_ROOM`]'s members (volatile, from
-    /// `server`).
-    pub(crate) fn publish(&mut self, now: Instant, snapshot: StatsSnapshot, hub: &Hub) {
+    /// Samples the counters as the message for [`STATS_ROOM`]'s members on this node
+    /// (volatile, from `server`), encoded once for all of them.
+    pub(crate) fn message(&mut self, now: Instant, snapshot: StatsSnapshot, hub: &Hub) -> Arc<Broadcast> {
         let data = self.sample(now, snapshot, hub);
         let from: Arc<str> = Arc::from("server");
         let publication = Publication {
             volatile: true,
             ..Publication::new(Arc::from(STATS_ROOM), Kind::Message, from, data, now_ms())
         };
-        hub.stores().broker.emit(publication);
+        Arc::new(Broadcast::new(publication, Some(&hub.config().node)))
     }
 }
 

@@ -124,6 +124,8 @@ pub(super) enum Answer {
     /// Ack with this (or send an `error` without an id), saying whether the connection is
     /// in the room when that is asked (a resume).
     Ack(Result<Option<u64>, HubError>, Option<bool>),
+    /// Ack a publish with its position (seq and epoch).
+    Published(Result<super::store::Position, HubError>),
     /// Already answered.
     Sent,
     /// A store answers later; the pending operation will answer.
@@ -243,6 +245,13 @@ impl Hub {
             Answer::Ack(result, joined) => {
                 self.answer(local, out, conn, id, &AckBody { result: &result, epoch: None, joined });
             }
+            Answer::Published(result) => {
+                let epoch = result.as_ref().ok().map(|p| p.epoch.clone());
+                let result = result.map(|p| Some(p.seq));
+                let body =
+                    AckBody { result: &result, epoch: epoch.as_ref().map(|e| e.as_str()), joined: None };
+                self.answer(local, out, conn, id, &body);
+            }
             Answer::Sent => {}
             Answer::Later => {
                 if let (Some(id), Some(s)) = (id, local.sessions.get_mut(&conn)) {
@@ -322,7 +331,7 @@ impl Hub {
         let ticket = local.next_ticket();
         let id = publish.id.map(|(id, print)| (id.clone(), print));
         match self.publish(publish, ticket) {
-            Reply::Now(result) => Answer::Ack(result.map(|p| Some(p.seq)), None),
+            Reply::Now(result) => Answer::Published(result),
             Reply::Later => {
                 local.pending.insert(Pending::Publish { conn, id });
                 Answer::Later

@@ -14,6 +14,12 @@ use super::{LoadConfig, Scenario, plot, procfs, run_scenario};
 /// held, server memory per connection), `room` (the app protocol on `/ws`: joined subscribers,
 /// publishers at a rate), `tick` (a tick room: batches, latency, jitter, the server's late
 /// ticks).
+///
+/// Several nodes (a cluster): give `--url` once per node; publishers connect to the first
+/// (or to `--publish-url`), the other connections are spread round-robin over all of them (or
+/// over `--subscribe-url`). Room and tick then report what each node's subscribers saw of the
+/// room's seqs, `--server-pid` once per node sums the servers' CPU time, and `--redis` adds
+/// Redis's own CPU time and command calls.
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "Examples:
   hibiki load echo --url ws://127.0.0.1:8080/echo -c 100 --in-flight 16 --server-pid $(pgrep -f 'hibiki serve')
@@ -21,15 +27,32 @@ use super::{LoadConfig, Scenario, plot, procfs, run_scenario};
   hibiki load connect --concurrency 50 --duration 5 --json
   hibiki load idle -c 10000 --duration 30 --server-pid 1234
   hibiki load room -c 5000 --publishers 1 --rate 100 --payload 100
-  hibiki load tick -c 5000 --rate 60 --room game:bench")]
+  hibiki load tick -c 5000 --rate 60 --room game:bench
+
+A cluster of two nodes joined through Redis (publishers on the first, subscribers on both):
+  hibiki load room -c 5000 --rate 100 \\
+    --url ws://127.0.0.1:8081/ws --url ws://127.0.0.1:8082/ws \\
+    --server-pid A --server-pid B --redis redis://127.0.0.1:6379/
+  hibiki load tick -c 2000 --publish-url ws://127.0.0.1:8081/ws \\
+    --subscribe-url ws://127.0.0.1:8082/ws --server-pid A,B --redis redis://127.0.0.1:6379/")]
 pub struct LoadArgs {
     /// What to measure.
     #[arg(value_enum)]
     scenario: Scenario,
-    /// WebSocket URL [default: ws://127.0.0.1:8080/echo; /broadcast for broadcast and game, /ws
-    /// for room and tick].
-    #[arg(long, env = "HIBIKI_LOAD_URL")]
-    url: Option<String>,
+    /// WebSocket URL, repeatable or comma-separated: one per node [default:
+    /// ws://127.0.0.1:8080/echo; /broadcast for broadcast and game, /ws for room and tick].
+    /// Publishers connect to the first; with several, the other connections are spread
+    /// round-robin over all of them.
+    #[arg(long, env = "HIBIKI_LOAD_URL", value_delimiter = ',', value_name = "URL")]
+    url: Vec<String>,
+    /// Broadcast, game, room, tick: where the publishers connect instead of the first
+    /// `--url` (repeatable: round-robin).
+    #[arg(long, value_delimiter = ',', value_name = "URL")]
+    publish_url: Vec<String>,
+    /// Where the other connections (subscribers, clients) go instead of every `--url`
+    /// (repeatable: round-robin).
+    #[arg(long, value_delimiter = ',', value_name = "URL")]
+    subscribe_url: Vec<String>,
     /// Connections (echo, idle), subscribers (broadcast, room) or clients (game, tick).
     #[arg(short = 'c', long, default_value_t = 100)]
     connections: usize,
@@ -76,9 +99,16 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 512)]
     max_pending: usize,
     /// The server's pid: report its CPU seconds over the window (messages per server CPU-second)
-    /// and, for idle, its memory per connection. Linux /proc.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// and, for idle, its memory per connection. Linux /proc. Repeatable or comma-separated,
+    /// one per node: each node's CPU seconds and their sum, which the per-CPU-second figure
+    /// divides by.
+    #[arg(long, value_delimiter = ',', value_name = "PID")]
+    server_pid: Vec<u32>,
+    /// A Redis server (redis://[:PASSWORD@]HOST[:PORT]/) whose CPU seconds (INFO cpu) and
+    /// command calls (INFO commandstats) over the window are reported beside the servers'.
+    /// Repeatable.
+    #[arg(long, value_name = "URL")]
+    redis: Vec<String>,
     /// Print the summary as JSON on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -97,8 +127,19 @@ fn secs(s: f64) -> Duration {
 impl LoadArgs {
     /// The run these arguments describe.
     pub fn config(&self) -> LoadConfig {
-        let url = self.url.clone().unwrap_or_else(|| self.scenario.default_url().to_string());
+        let url = [&self.url, &self.publish_url, &self.subscribe_url]
+            .into_iter()
+            .find_map(|urls| urls.first().cloned())
+            .unwrap_or_else(|| self.scenario.default_url().to_string());
         let mut config = LoadConfig::new(self.scenario, url);
+        config.publish_urls.clone_from(&self.publish_url);
+        config.subscribe_urls = if !self.subscribe_url.is_empty() {
+            self.subscribe_url.clone()
+        } else if self.url.len() > 1 {
+            self.url.clone()
+        } else {
+            Vec::new()
+        };
         config.connections = self.connections;
         config.in_flight = self.in_flight;
         config.payload = self.payload.unwrap_or(self.scenario.default_payload());
@@ -113,7 +154,8 @@ impl LoadArgs {
         config.connect_timeout = secs(self.connect_timeout);
         config.drain = secs(self.drain);
         config.max_pending = self.max_pending;
-        config.server_pid = self.server_pid;
+        config.server_pids.clone_from(&self.server_pid);
+        config.redis.clone_from(&self.redis);
         config.progress = !self.quiet && std::io::stderr().is_terminal();
         config
     }
@@ -205,7 +247,7 @@ mod tests {
         assert_eq!((config.connections, config.publishers, config.slots()), (1000, 2, 1002));
         assert_eq!(config.rate, Some(50.0));
         assert_eq!(config.duration, Duration::from_millis(2500));
-        assert_eq!(config.server_pid, Some(42));
+        assert_eq!(config.server_pids, [42]);
         assert!(cli.args.json);
         assert!(Cli::try_parse_from(["load", "nope"]).is_err());
         let echo = Cli::try_parse_from(["load", "echo", "--url", "ws://h:1/x"]).unwrap().args.config();
@@ -216,5 +258,30 @@ mod tests {
         assert_eq!((room.room_name(), room.payload, room.slots()), ("chat:bench", 100, 5001));
         let tick = Cli::try_parse_from(["load", "tick", "--room", "game:x"]).unwrap().args.config();
         assert_eq!((tick.room_name(), tick.payload, tick.slots(), tick.rate), ("game:x", 64, 101, None));
+        assert!(tick.subscribe_urls.is_empty() && tick.publish_urls.is_empty());
+    }
+
+    #[test]
+    fn parses_cluster_flags() {
+        let (a, b) = ("ws://127.0.0.1:8081/ws", "ws://127.0.0.1:8082/ws");
+        let args = ["load", "room", "--url", a, "--url", b, "--server-pid", "1", "--server-pid", "2,3"];
+        let redis = ["--redis", "redis://127.0.0.1:6379/", "--redis", "redis://127.0.0.1:6380/"];
+        let config = Cli::try_parse_from(args.iter().chain(&redis)).unwrap().args.config();
+        assert_eq!(config.url, a);
+        assert_eq!(config.subscribe_urls, [a, b], "subscribers over both");
+        assert_eq!(config.publish_targets(), [a], "publishers on the first");
+        assert_eq!(config.server_pids, [1, 2, 3]);
+        assert_eq!(config.redis, ["redis://127.0.0.1:6379/", "redis://127.0.0.1:6380/"]);
+        let comma = format!("{a},{b}");
+        let config = Cli::try_parse_from(["load", "tick", "--url", &comma]).unwrap().args.config();
+        assert_eq!((config.url.as_str(), config.subscribe_urls.len()), (a, 2));
+        let split = ["load", "room", "--publish-url", a, "--subscribe-url", b, "--subscribe-url", b];
+        let config = Cli::try_parse_from(split).unwrap().args.config();
+        assert_eq!(
+            (config.url.as_str(), config.publish_targets(), config.subscribe_targets()),
+            (a, &[a.to_string()][..], &[b.to_string(), b.to_string()][..])
+        );
+        let echo = Cli::try_parse_from(["load", "echo", "--publish-url", a]).unwrap().args.config();
+        assert!(echo.validate().unwrap_err().to_string().contains("--publish-url"));
     }
 }

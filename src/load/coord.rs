@@ -1,22 +1,26 @@
 //! The coordinator: starts the driver threads, shows progress, samples the server at the edges
 //! of the measured window, and assembles the [`Summary`].
 
+use std::net::SocketAddr;
 use std::thread::{self, ScopedJoinHandle};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::driver::{Driver, DriverStats, Plan, Shared, Timeline};
+use super::redis::{self, Redis};
 use super::report::{
-    BroadcastStats, ConnectStats, ConnectionStats, Curves, MemoryStats, MessageStats, Percentiles, RoomStats,
-    Summary, UsageStats, group, group_f,
+    BroadcastStats, ConnectStats, ConnectionStats, Curves, MemoryStats, MessageStats, NodeStats, Percentiles,
+    RedisUsage, RoomStats, ServerUsage, Summary, UsageStats, group, group_f,
 };
-use super::scenarios::{App, AppPlan, Broadcast, Connect, Echo, Idle, Tally};
-use super::target::Target;
+use super::scenarios::{App, AppPlan, Broadcast, Connect, Echo, Idle, Tally, account};
+use super::target::Route;
 use super::{LoadConfig, LoadError, Scenario, procfs, scrape};
 
 /// How long a `/metrics` request may take.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long reading a Redis server's `INFO` may take.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What one driver thread hands back.
 type Part = Option<(DriverStats, Tally)>;
@@ -29,16 +33,28 @@ type Part = Option<(DriverStats, Tally)>;
 /// # Errors
 ///
 /// A configuration out of range, a URL that does not parse or resolve, a target that refuses
-/// TCP connections altogether (one probe before the run), or a failure of the tool itself.
+/// TCP connections altogether (one probe of each before the run), a Redis server that does
+/// not answer `INFO`, or a failure of the tool itself.
 pub fn run_scenario(config: &LoadConfig) -> Result<Summary, LoadError> {
     config.validate()?;
-    let target = Target::resolve(&config.url)?;
-    target.probe(config.connect_timeout)?;
+    let publishers = config.publisher_slots();
+    let publish = if publishers == 0 { config.subscribe_targets() } else { config.publish_targets() };
+    let route = Route::resolve(publish, config.subscribe_targets(), publishers)?;
+    for node in &route.nodes {
+        node.target.probe(config.connect_timeout)?;
+    }
+    let mut redis = Vec::with_capacity(config.redis.len());
+    for url in &config.redis {
+        let fail = |reason| LoadError::Redis { url: redis::masked(url), reason };
+        let server = Redis::parse(url).map_err(fail)?;
+        server.sample(REDIS_TIMEOUT).map_err(fail)?;
+        redis.push(server);
+    }
     let slots = config.slots();
     let threads = config.threads.clamp(1, slots.max(1));
     let shared = Shared::new(threads, config.warmup, config.duration);
     let plan = Plan {
-        target,
+        route,
         slots,
         connect_timeout: config.connect_timeout.as_nanos() as u64,
         drain: config.drain.as_nanos() as u64,
@@ -46,9 +62,18 @@ pub fn run_scenario(config: &LoadConfig) -> Result<Summary, LoadError> {
         recycle: config.scenario == Scenario::Connect,
         lean: config.scenario == Scenario::Idle,
     };
-    let rss_before = config.server_pid.and_then(procfs::rss_kib);
+    let rss_before = rss_kib(&config.server_pids);
     let progress = Progress::new(config.progress, slots);
-    let metrics = (config.scenario == Scenario::Tick).then(|| (plan.target.addr, plan.target.host.clone()));
+    // Tick: the late ticks of every node.
+    let mut metrics: Vec<(SocketAddr, String)> = Vec::new();
+    if config.scenario == Scenario::Tick {
+        for node in &plan.route.nodes {
+            if !metrics.iter().any(|(addr, _)| *addr == node.target.addr) {
+                metrics.push((node.target.addr, node.target.host.clone()));
+            }
+        }
+    }
+    let probes = Probes { pids: &config.server_pids, metrics: &metrics, redis: &redis };
     let (parts, server) = thread::scope(|scope| {
         let mut handles = Vec::with_capacity(threads);
         for index in 0..threads {
@@ -61,7 +86,7 @@ pub fn run_scenario(config: &LoadConfig) -> Result<Summary, LoadError> {
                 Err(_) => shared.give_up(),
             }
         }
-        let server = watch(config, &shared, &handles, &progress, metrics.as_ref());
+        let server = watch(&probes, &shared, &handles, &progress);
         let parts: Vec<Part> = handles.into_iter().map(|h| h.join().ok().flatten()).collect();
         (parts, server)
     });
@@ -73,9 +98,9 @@ pub fn run_scenario(config: &LoadConfig) -> Result<Summary, LoadError> {
     let mut tally = Tally::new();
     for (s, t) in parts.into_iter().flatten() {
         stats.merge(&s);
-        tally.merge(&t);
+        tally.merge(t);
     }
-    let mut summary = summarize(config, threads, stats, tally, server, rss_before);
+    let mut summary = summarize(config, &plan.route, threads, stats, tally, &server, rss_before, &redis);
     if let Some(timeline) = shared.timeline() {
         summary.connections.setup_secs = timeline.start as f64 / 1e9;
     } else {
@@ -119,15 +144,20 @@ fn drive(index: usize, config: &LoadConfig, shared: &Shared, plan: &Plan) -> Par
         Scenario::Idle => Driver::new(index, shared, plan, Idle).map(Driver::run),
         Scenario::Room | Scenario::Tick => {
             let tick = config.scenario == Scenario::Tick;
+            let publishers = config.publisher_slots();
+            let rate = config.rate.unwrap_or(config.scenario.default_rate());
+            // Twice what the schedule can publish, and some: a member's bitmap never needs more.
+            let schedule = publishers as f64 * rate * (config.warmup + config.duration).as_secs_f64();
             let app = AppPlan {
                 room: config.room_name().to_string(),
-                publishers: if tick { 1 } else { config.publishers },
-                rate: config.rate.unwrap_or(config.scenario.default_rate()),
+                publishers,
+                rate,
                 payload: config.payload,
                 tick_hz: tick.then_some(config.tick_hz),
                 settle: config.connect_timeout.as_nanos() as u64,
+                span: (schedule * 2.0).min(1e15) as u64 + (1 << 16),
             };
-            Driver::new(index, shared, plan, App::new(shared, &app)).map(Driver::run)
+            Driver::new(index, shared, plan, App::new(shared, &plan.route, &app)).map(Driver::run)
         }
     };
     match result {
@@ -139,30 +169,74 @@ fn drive(index: usize, config: &LoadConfig, shared: &Shared, plan: &Plan) -> Par
     }
 }
 
-/// What was sampled from the server at the edges of the window.
-#[derive(Debug, Default)]
-struct ServerSample {
-    cpu_start: Option<u64>,
-    cpu_end: Option<u64>,
-    wait_start: Option<u64>,
-    wait_end: Option<u64>,
-    rss_after: Option<u64>,
-    /// Tick: `/metrics` at the start and the end of the window.
-    metrics_start: Option<String>,
-    metrics_end: Option<String>,
+/// What is sampled at the edges of the window.
+#[derive(Debug)]
+struct Probes<'a> {
+    /// Server processes: CPU time, run-queue wait (and RSS at the end).
+    pids: &'a [u32],
+    /// Tick: the nodes whose `/metrics` are read.
+    metrics: &'a [(SocketAddr, String)],
+    /// Redis servers: `INFO`.
+    redis: &'a [Redis],
 }
 
-/// Shows progress until the drivers finish; samples the server when the window opens and
+/// One edge of the window.
+#[derive(Debug, Default)]
+struct Edge {
+    /// Per server pid: CPU ticks and run-queue wait, ns.
+    cpu: Vec<Option<u64>>,
+    wait: Vec<Option<u64>>,
+    /// Per Redis server.
+    redis: Vec<Result<redis::Sample, String>>,
+    /// Tick: per node, `/metrics`.
+    metrics: Vec<Option<String>>,
+}
+
+impl Probes<'_> {
+    /// The processes and the Redis servers (quick: /proc and one round trip each).
+    fn sample(&self) -> Edge {
+        Edge {
+            cpu: self.pids.iter().map(|&pid| procfs::process_cpu_ticks(pid)).collect(),
+            wait: self.pids.iter().map(|&pid| procfs::process_cpu_wait_ns(pid)).collect(),
+            redis: self.redis.iter().map(|r| r.sample(REDIS_TIMEOUT)).collect(),
+            metrics: Vec::new(),
+        }
+    }
+
+    /// Every node's `/metrics` (tick).
+    fn scrape(&self) -> Vec<Option<String>> {
+        self.metrics.iter().map(|(addr, host)| scrape::fetch(*addr, host, SCRAPE_TIMEOUT)).collect()
+    }
+}
+
+/// What was sampled at the edges of the window.
+#[derive(Debug, Default)]
+struct ServerSample {
+    start: Edge,
+    end: Edge,
+    /// Summed over the server pids (idle).
+    rss_after: Option<u64>,
+}
+
+/// Resident memory summed over `pids` (`None` if any is unreadable, or none given).
+fn rss_kib(pids: &[u32]) -> Option<u64> {
+    sum_all(pids.iter().map(|&pid| procfs::rss_kib(pid)))
+}
+
+/// The sum of the values, if there is at least one and every one is known.
+fn sum_all<T: std::iter::Sum<T>>(values: impl IntoIterator<Item = Option<T>>) -> Option<T> {
+    let values: Option<Vec<T>> = values.into_iter().collect();
+    values.filter(|v| !v.is_empty()).map(|v| v.into_iter().sum())
+}
+
+/// Shows progress until the drivers finish; samples the servers when the window opens and
 /// closes, then lets the drivers close their connections.
 fn watch(
-    config: &LoadConfig,
+    probes: &Probes<'_>,
     shared: &Shared,
     handles: &[ScopedJoinHandle<'_, Part>],
     progress: &Progress,
-    metrics: Option<&(std::net::SocketAddr, String)>,
 ) -> ServerSample {
-    let scrape = || metrics.and_then(|(addr, host)| scrape::fetch(*addr, host, SCRAPE_TIMEOUT));
-    let pid = config.server_pid;
     let mut sample = ServerSample::default();
     let (mut started, mut released) = (false, false);
     let mut rate = RateMeter::default();
@@ -179,17 +253,15 @@ fn watch(
             }
             Some(tl) => {
                 if !started && now >= tl.measure {
-                    sample.cpu_start = pid.and_then(procfs::process_cpu_ticks);
-                    sample.wait_start = pid.and_then(procfs::process_cpu_wait_ns);
-                    sample.metrics_start = scrape();
+                    sample.start = probes.sample();
+                    sample.start.metrics = probes.scrape();
                     started = true;
                 }
                 if !released && now >= tl.end {
-                    sample.cpu_end = pid.and_then(procfs::process_cpu_ticks);
-                    sample.wait_end = pid.and_then(procfs::process_cpu_wait_ns);
-                    sample.rss_after = pid.and_then(procfs::rss_kib);
+                    sample.end = probes.sample();
+                    sample.rss_after = rss_kib(probes.pids);
                     shared.release();
-                    sample.metrics_end = scrape();
+                    sample.end.metrics = probes.scrape();
                     released = true;
                 }
                 let (opened, failed, received) = shared.progress();
@@ -270,13 +342,16 @@ impl Progress {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn summarize(
     config: &LoadConfig,
+    route: &Route,
     threads: usize,
     stats: DriverStats,
     tally: Tally,
-    server: ServerSample,
+    server: &ServerSample,
     rss_before: Option<u64>,
+    redis: &[Redis],
 ) -> Summary {
     let scenario = config.scenario;
     let seconds = config.duration.as_secs_f64();
@@ -287,10 +362,22 @@ fn summarize(
         Scenario::Connect => stats.handshakes_measured,
         _ => tally.received,
     };
-    let server_cpu_secs = match (server.cpu_start, server.cpu_end) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / ticks),
+    let delta = |start: &[Option<u64>], end: &[Option<u64>], i: usize| match (start.get(i), end.get(i)) {
+        (Some(Some(a)), Some(Some(b))) => Some(b.saturating_sub(*a)),
         _ => None,
     };
+    let (start, end) = (&server.start, &server.end);
+    let servers: Vec<ServerUsage> = config
+        .server_pids
+        .iter()
+        .enumerate()
+        .map(|(i, &pid)| ServerUsage {
+            pid,
+            cpu_secs: delta(&start.cpu, &end.cpu, i).map(|t| t as f64 / ticks),
+            cpu_wait_secs: delta(&start.wait, &end.wait, i).map(|ns| ns as f64 / 1e9),
+        })
+        .collect();
+    let server_cpu_secs = sum_all(servers.iter().map(|s| s.cpu_secs));
     let per_server_cpu_sec = match (scenario, server_cpu_secs) {
         (Scenario::Idle, _) | (_, None) => None,
         (_, Some(cpu)) => Some(if cpu > 0.0 { counted as f64 / cpu } else { f64::INFINITY }),
@@ -326,14 +413,21 @@ fn summarize(
         }
     });
     let tick = scenario == Scenario::Tick;
+    // Tick: a counter of every node's /metrics over the window, summed (`None` if a node
+    // did not answer).
     let sample = |name: &str| {
         let at = |body: &Option<String>| body.as_deref().and_then(|b| scrape::value(b, name));
-        Some(at(&server.metrics_end)?.saturating_sub(at(&server.metrics_start)?))
+        let nodes = start.metrics.iter().zip(&end.metrics);
+        sum_all(nodes.map(|(a, b)| Some(at(b)?.saturating_sub(at(a)?))))
     };
     let room = scenario.app().then(|| RoomStats {
         room: config.room_name().to_string(),
         joined: tally.joined,
         join_failed: tally.join_failed,
+        acked: tally.acks_ok,
+        ack_failed: tally.acks_failed,
+        unacked: tally.sent.saturating_sub(tally.acks_ok + tally.acks_failed),
+        epochs: tally.epochs.len() as u64,
         tick_hz: tick.then_some(config.tick_hz),
         batches: tick.then_some(tally.batches),
         batches_per_sec_per_client: tick
@@ -341,6 +435,34 @@ fn summarize(
         server_ticks: sample("hibiki_ticks_total"),
         late_ticks: sample("hibiki_late_ticks_total"),
     });
+    // Room, tick: the seqs each member saw, against those acked to the publishers; unknown
+    // when no ack carried a seq (a server that does not number its messages).
+    let numbered = tally.acked.len();
+    let (sequence, per_node) = if scenario.app() && numbered > 0 {
+        let (total, per_node) =
+            account(&tally.tracks, &tally.acked, tick.then_some(&tally.keyed), route.nodes.len());
+        (Some(total), per_node.into_iter().map(Some).collect())
+    } else {
+        (None, vec![None; route.nodes.len()])
+    };
+    let mut joined = vec![0; route.nodes.len()];
+    for track in &tally.tracks {
+        joined[track.node] += 1;
+    }
+    let nodes = route
+        .nodes
+        .iter()
+        .zip(route.spread(config.slots()))
+        .zip(per_node)
+        .enumerate()
+        .map(|(i, ((node, (publishers, subscribers)), sequence))| NodeStats {
+            url: node.url.clone(),
+            publishers,
+            subscribers,
+            joined: scenario.app().then_some(joined[i]),
+            sequence,
+        })
+        .collect();
     let connect = (scenario == Scenario::Connect).then(|| ConnectStats {
         concurrency: config.concurrency,
         handshakes: stats.handshakes_measured,
@@ -355,6 +477,44 @@ fn summarize(
         }),
         _ => None,
     };
+    // Redis: what each server did over the window, per numbered publish.
+    let publishes = match scenario {
+        Scenario::Room | Scenario::Tick => Some(numbered),
+        Scenario::Broadcast | Scenario::Game => Some(tally.sent),
+        _ => None,
+    };
+    let redis: Vec<RedisUsage> = redis
+        .iter()
+        .enumerate()
+        .map(|(i, r)| match (start.redis.get(i), end.redis.get(i)) {
+            (Some(Ok(a)), Some(Ok(b))) => {
+                let commands = a.calls_until(b, r.authenticates());
+                let calls: u64 = commands.values().sum();
+                RedisUsage {
+                    url: r.url.clone(),
+                    // INFO has microseconds: round off the float noise of the difference.
+                    cpu_secs: Some(((b.cpu_secs - a.cpu_secs).max(0.0) * 1e6).round() / 1e6),
+                    calls: Some(calls),
+                    calls_per_publish: publishes.filter(|&n| n > 0).map(|n| calls as f64 / n as f64),
+                    commands,
+                    error: None,
+                }
+            }
+            (a, b) => {
+                let why = |edge: Option<&Result<redis::Sample, String>>, at: &str| match edge {
+                    Some(Err(e)) => Some(format!("at the window's {at}: {e}")),
+                    Some(Ok(_)) => None,
+                    None => Some(format!("not sampled at the window's {at} (the run ended early)")),
+                };
+                RedisUsage {
+                    url: r.url.clone(),
+                    error: why(a, "start").or_else(|| why(b, "end")),
+                    ..RedisUsage::default()
+                }
+            }
+        })
+        .collect();
+    let redis_cpu_secs = sum_all(redis.iter().map(|r| r.cpu_secs));
     let curves = Curves {
         latency: scenario.sends_messages().then(|| tally.latency.clone()),
         jitter: matches!(scenario, Scenario::Game | Scenario::Tick).then(|| tally.jitter.clone()),
@@ -376,9 +536,11 @@ fn summarize(
             setup_secs: 0.0,
             failures: stats.failures,
         },
+        nodes,
         messages,
         broadcast,
         room,
+        sequence,
         connect,
         memory,
         latency: curves.latency.as_ref().and_then(Percentiles::of),
@@ -386,15 +548,15 @@ fn summarize(
         tick_delay: curves.tick_delay.as_ref().and_then(Percentiles::of),
         handshake: curves.handshake.as_ref().and_then(Percentiles::of),
         usage: UsageStats {
-            server_pid: config.server_pid,
+            server_pid: config.server_pids.first().copied(),
             server_cpu_secs,
             per_server_cpu_sec,
             load_cpu_secs: stats.cpu_ticks as f64 / ticks,
-            server_cpu_wait_secs: match (server.wait_start, server.wait_end) {
-                (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1e9),
-                _ => None,
-            },
+            server_cpu_wait_secs: sum_all(servers.iter().map(|s| s.cpu_wait_secs)),
             load_cpu_wait_secs: stats.cpu_wait.map(|ns| ns as f64 / 1e9),
+            servers,
+            redis,
+            redis_cpu_secs,
         },
         curves,
     }

@@ -32,7 +32,7 @@ use crate::proto::{CloseCode, Config, Connection, Event, MessageKind, Role};
 use super::procfs;
 use super::report::FailureCause;
 use super::scenarios::{Tally, histogram};
-use super::target::Target;
+use super::target::Route;
 
 /// Bytes one `read` may bring.
 const READ_SIZE: usize = 64 * 1024;
@@ -156,7 +156,8 @@ impl Shared {
 /// How a run opens connections.
 #[derive(Debug)]
 pub(crate) struct Plan {
-    pub(crate) target: Target,
+    /// Which target each slot connects to.
+    pub(crate) route: Route,
     /// Connection slots over all threads; thread `t` has slots `t, t + threads, ...`.
     pub(crate) slots: usize,
     pub(crate) connect_timeout: u64,
@@ -747,7 +748,8 @@ impl<'a, W: Workload> Driver<'a, W> {
 
     /// A non-blocking connect, bound first to the slot's source address if it has one.
     fn connect(&self, slot: usize) -> io::Result<TcpStream> {
-        connect(self.plan.target.addr, self.plan.target.source(slot))
+        let target = self.plan.route.target(slot);
+        connect(target.addr, target.source(slot))
     }
 
     fn on_connected(&mut self, key: usize, now: u64) {
@@ -755,7 +757,7 @@ impl<'a, W: Workload> Driver<'a, W> {
         conn.state = State::Handshaking;
         conn.key = generate_key(&mut rand::rng());
         self.request.clear();
-        let target = &self.plan.target;
+        let target = self.plan.route.target(conn.slot);
         ClientRequest::new(&target.host, &target.path, conn.key).write(&mut self.request);
         conn.out.extend_from_slice(&self.request);
         self.flush(key, now);

@@ -8,12 +8,23 @@
 //!
 //! ```text
 //!  cli       LoadArgs (clap) -> LoadConfig -> run_scenario -> Summary -> table | JSON | SVG
-//!  coord     threads, the shared timeline, progress bar, server CPU/RSS sampling
+//!  coord     threads, the shared timeline, progress bar, server CPU/RSS and Redis sampling
+//!  target    the URLs (nodes) and which connection goes to which
 //!  driver    per thread: Poll, connections (connect, handshake, frames, close), timers
 //!  scenarios echo · broadcast (and game) · connect · idle · room (and tick): what each
-//!            connection sends
-//!  scrape    the server's /metrics (tick: late ticks)
+//!            connection sends; seqs: what each room member saw of the room's numbering
+//!  scrape    the servers' /metrics (tick: late ticks)
+//!  redis     INFO cpu and INFO commandstats of Redis servers, over plain RESP
 //! ```
+//!
+//! # Several nodes
+//!
+//! A cluster of `hibiki serve` nodes is measured as one server: publishers connect to
+//! [`LoadConfig::publish_urls`] (or [`LoadConfig::url`]), the other connections take turns
+//! over [`LoadConfig::subscribe_urls`]; [`Summary::nodes`] says which went where. For room and
+//! tick, [`Summary::sequence`] compares the room seqs each member received with those the
+//! publishers' acks carried (lost, duplicated, reordered, gaps announced), over all members
+//! and per node; [`UsageStats`] sums the CPU time of every server pid, beside Redis's own.
 //!
 //! # Timeline
 //!
@@ -43,9 +54,11 @@ mod coord;
 mod driver;
 mod plot;
 mod procfs;
+mod redis;
 mod report;
 mod scenarios;
 mod scrape;
+mod table;
 mod target;
 
 use std::fmt;
@@ -57,8 +70,8 @@ pub use cli::{LoadArgs, run};
 pub use coord::run_scenario;
 pub use plot::svg;
 pub use report::{
-    BroadcastStats, ConnectStats, ConnectionStats, FailureCause, MemoryStats, MessageStats, Percentiles,
-    RoomStats, Summary, UsageStats,
+    BroadcastStats, ConnectStats, ConnectionStats, FailureCause, MemoryStats, MessageStats, NodeStats,
+    Percentiles, RedisUsage, RoomStats, SequenceStats, ServerUsage, Summary, UsageStats,
 };
 
 /// Which workload to run.
@@ -158,8 +171,14 @@ pub const MIN_PAYLOAD: usize = 16;
 pub struct LoadConfig {
     /// The workload.
     pub scenario: Scenario,
-    /// The `ws://` URL to connect to.
+    /// The `ws://` URL to connect to. With several nodes: the first one, where publishers go
+    /// unless [`publish_urls`](Self::publish_urls) names others.
     pub url: String,
+    /// Broadcast, game, room, tick: the URLs the publishers take turns over (empty: `url`).
+    pub publish_urls: Vec<String>,
+    /// The URLs the other connections (subscribers, clients) take turns over, round-robin
+    /// (empty: `url`): the nodes of a cluster. A URL given twice gets two turns.
+    pub subscribe_urls: Vec<String>,
     /// Connections (echo, idle), subscribers (broadcast, room) or clients (game, tick).
     /// Default 100.
     pub connections: usize,
@@ -194,8 +213,13 @@ pub struct LoadConfig {
     pub drain: Duration,
     /// Handshakes in progress at once per thread while the connections are opened. Default 512.
     pub max_pending: usize,
-    /// The server's process id: its CPU time over the window (and RSS for idle) is reported.
-    pub server_pid: Option<u32>,
+    /// The servers' process ids (one per node): the CPU time of each over the window is
+    /// reported, and their sum is what deliveries per server CPU-second divide by (idle: the
+    /// summed RSS).
+    pub server_pids: Vec<u32>,
+    /// Redis servers (`redis://[:PASSWORD@]HOST[:PORT][/]`) whose CPU time (`INFO cpu`) and
+    /// command calls (`INFO commandstats`) over the window are reported.
+    pub redis: Vec<String>,
     /// Draw a progress bar on stderr (when it is a terminal). Default off in the library.
     pub progress: bool,
 }
@@ -206,6 +230,8 @@ impl LoadConfig {
         Self {
             scenario,
             url: url.into(),
+            publish_urls: Vec::new(),
+            subscribe_urls: Vec::new(),
             connections: 100,
             in_flight: 1,
             payload: scenario.default_payload(),
@@ -220,7 +246,8 @@ impl LoadConfig {
             connect_timeout: Duration::from_secs(5),
             drain: Duration::from_secs(2),
             max_pending: 512,
-            server_pid: None,
+            server_pids: Vec::new(),
+            redis: Vec::new(),
             progress: false,
         }
     }
@@ -234,6 +261,27 @@ impl LoadConfig {
             Scenario::Game | Scenario::Tick => self.connections + 1,
             Scenario::Connect => self.concurrency,
         }
+    }
+
+    /// Slots that publish (the first ones): broadcast and room their publishers, game and
+    /// tick one, the others none.
+    pub fn publisher_slots(&self) -> usize {
+        match self.scenario {
+            Scenario::Broadcast | Scenario::Room => self.publishers,
+            Scenario::Game | Scenario::Tick => 1,
+            Scenario::Echo | Scenario::Connect | Scenario::Idle => 0,
+        }
+    }
+
+    /// Where the publishers go: [`publish_urls`](Self::publish_urls), or [`url`](Self::url).
+    pub fn publish_targets(&self) -> &[String] {
+        if self.publish_urls.is_empty() { std::slice::from_ref(&self.url) } else { &self.publish_urls }
+    }
+
+    /// Where the other connections go: [`subscribe_urls`](Self::subscribe_urls), or
+    /// [`url`](Self::url).
+    pub fn subscribe_targets(&self) -> &[String] {
+        if self.subscribe_urls.is_empty() { std::slice::from_ref(&self.url) } else { &self.subscribe_urls }
     }
 
     /// The room of a room or tick run: [`room`](Self::room), or the scenario's default.
@@ -278,6 +326,9 @@ impl LoadConfig {
         if self.threads == 0 || self.max_pending == 0 {
             return bad("--threads and --max-pending must be at least 1");
         }
+        if !self.publish_urls.is_empty() && self.publisher_slots() == 0 {
+            return bad("--publish-url needs a scenario with publishers (broadcast, game, room, tick)");
+        }
         if self.connect_timeout.is_zero() {
             return bad("--connect-timeout must be positive");
         }
@@ -308,6 +359,14 @@ pub enum LoadError {
     },
     /// A configuration value is out of range.
     Config(String),
+    /// A Redis server of [`LoadConfig::redis`] did not answer `INFO` (asked once before the
+    /// run).
+    Redis {
+        /// The URL as given.
+        url: String,
+        /// What went wrong: unreachable, an error reply, or a reply that is not Redis's.
+        reason: String,
+    },
     /// The load tool itself failed (creating an event loop, a thread).
     Io(io::Error),
 }
@@ -321,6 +380,7 @@ impl fmt::Display for LoadError {
                 write!(f, "cannot connect to {addr}: {source} (is the server running?)")
             }
             Self::Config(why) => f.write_str(why),
+            Self::Redis { url, reason } => write!(f, "cannot read INFO from Redis at {url}: {reason}"),
             Self::Io(e) => write!(f, "load tool: {e}"),
         }
     }
@@ -332,7 +392,7 @@ impl std::error::Error for LoadError {
             Self::Resolve { source, .. } | Self::Unreachable { source, .. } | Self::Io(source) => {
                 Some(source)
             }
-            Self::Url(_) | Self::Config(_) => None,
+            Self::Url(_) | Self::Config(_) | Self::Redis { .. } => None,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The result of a run: [`Summary`], printed as a table or as JSON.
 
 use std::collections::BTreeMap;
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use hdrhistogram::Histogram;
 use serde::{Serialize, Serializer};
@@ -197,6 +197,16 @@ pub struct RoomStats {
     pub joined: u64,
     /// Subscribers refused, or not answered before publishing started.
     pub join_failed: u64,
+    /// Publishes acked ok (each ack carries the message's seq).
+    pub acked: u64,
+    /// Publishes answered with a failed ack.
+    pub ack_failed: u64,
+    /// Publishes still unanswered after the drain.
+    pub unacked: u64,
+    /// Distinct epochs the acks named (0: they name none, as with the in-memory engine, whose
+    /// acks come at once). More than one: the room's numbering started over during the run
+    /// (its state was lost), and seqs of different epochs were counted as one.
+    pub epochs: u64,
     /// Tick: the server's tick rate the jitter is measured against.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tick_hz: Option<f64>,
@@ -213,6 +223,57 @@ pub struct RoomStats {
     /// Tick: the server's late ticks in the window (`hibiki_late_ticks_total`; `None`: the
     /// server did not answer `/metrics`).
     pub late_ticks: Option<u64>,
+}
+
+/// What the subscribers of a room or tick run saw of the room's numbering: the `seq` of
+/// each `message` (and of each message in a `batch`), against the seqs the publishers' acks
+/// carried. Every subscriber followed joined before the first publish, so it is owed all of
+/// them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SequenceStats {
+    /// Subscribers followed: those joined before publishing started.
+    pub subscribers: u64,
+    /// Seqs acked to a publisher and never received by the end of the drain, summed over
+    /// subscribers (tick: of messages without a key; see `replaced`).
+    pub lost: u64,
+    /// Subscribers that lost at least one.
+    pub lost_subscribers: u64,
+    /// Seqs received more than once (each repeat counts).
+    pub duplicated: u64,
+    /// Subscribers that received a seq twice.
+    pub duplicated_subscribers: u64,
+    /// Seqs received after a higher one.
+    pub reordered: u64,
+    /// Subscribers that received a seq after a higher one.
+    pub reordered_subscribers: u64,
+    /// Gaps the server announced: `error` envelopes with code `history_gap`, and failed
+    /// acks that said `history_gap`.
+    pub gaps: u64,
+    /// Subscribers told of a gap.
+    pub gap_subscribers: u64,
+    /// Subscribers with anything above (lost, duplicated, reordered, gaps).
+    pub affected_subscribers: u64,
+    /// Tick: seqs of keyed messages not received (replaced by a newer one with the same
+    /// key before being sent, which the protocol allows, or lost).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<u64>,
+}
+
+/// One URL of the run (a node of a cluster) and the connections that went there.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct NodeStats {
+    /// The URL.
+    pub url: String,
+    /// Publishing connections sent there.
+    pub publishers: u64,
+    /// Other connections (subscribers, clients) sent there.
+    pub subscribers: u64,
+    /// Room, tick: subscribers there whose join was acked before publishing started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub joined: Option<u64>,
+    /// Room, tick: what the subscribers there saw of the room's seqs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<SequenceStats>,
 }
 
 /// The connect scenario.
@@ -237,23 +298,62 @@ pub struct MemoryStats {
     pub per_connection_bytes: f64,
 }
 
+/// One server process (a node) over the measured window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ServerUsage {
+    /// Its process id.
+    pub pid: u32,
+    /// Its CPU seconds (user + system) in the window (`None`: unreadable, the process gone).
+    pub cpu_secs: Option<f64>,
+    /// Seconds its threads were runnable but waited for a CPU in the window.
+    pub cpu_wait_secs: Option<f64>,
+}
+
+/// One Redis server over the measured window (`INFO cpu`, `INFO commandstats` at its start
+/// and its end).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RedisUsage {
+    /// The URL as given.
+    pub url: String,
+    /// CPU seconds, `used_cpu_sys + used_cpu_user` (the main thread and the others).
+    pub cpu_secs: Option<f64>,
+    /// Commands called, over all commands but the `INFO` that measures it.
+    pub calls: Option<u64>,
+    /// `calls` per numbered publish (room, tick: seqs acked; broadcast: messages published).
+    pub calls_per_publish: Option<f64>,
+    /// Calls per command (`publish`, `evalsha`, ...), those called in the window only.
+    pub commands: BTreeMap<String, u64>,
+    /// Why the figures are missing, when they are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// CPU time over the measured window.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct UsageStats {
-    /// The server's process id, if given.
+    /// The first server process id, if any was given (see `servers` for all).
     pub server_pid: Option<u32>,
-    /// The server's CPU seconds (user + system) in the window.
+    /// The servers' CPU seconds (user + system) in the window, summed over `servers`
+    /// (`None` when any of them could not be read).
     pub server_cpu_secs: Option<f64>,
     /// The headline: messages (echo), deliveries (broadcast) or handshakes (connect) per
-    /// server CPU-second.
+    /// server CPU-second (of the sum over the servers).
     pub per_server_cpu_sec: Option<f64>,
     /// The load tool's CPU seconds in the window (its driver threads).
     pub load_cpu_secs: f64,
-    /// Seconds the server's threads were runnable but waited for a CPU in the window
-    /// (`/proc/PID/task/*/schedstat`): other processes competing for its cores.
+    /// Seconds the servers' threads were runnable but waited for a CPU in the window
+    /// (`/proc/PID/task/*/schedstat`), summed: other processes competing for their cores.
     pub server_cpu_wait_secs: Option<f64>,
     /// Seconds the load tool's driver threads waited for a CPU in the window.
     pub load_cpu_wait_secs: Option<f64>,
+    /// Each server process given.
+    pub servers: Vec<ServerUsage>,
+    /// Each Redis server given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redis: Vec<RedisUsage>,
+    /// Redis CPU seconds summed over `redis` (`None`: none given, or one unreadable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_cpu_secs: Option<f64>,
 }
 
 impl UsageStats {
@@ -303,15 +403,21 @@ pub struct Summary {
     pub duration_secs: f64,
     /// Connections.
     pub connections: ConnectionStats,
+    /// Each URL (node) and the connections that went there, publishers' URLs first.
+    pub nodes: Vec<NodeStats>,
     /// Messages (echo, broadcast, game).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messages: Option<MessageStats>,
     /// Broadcast and game deliveries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broadcast: Option<BroadcastStats>,
-    /// Room and tick: the room, joins, batches and late ticks.
+    /// Room and tick: the room, joins, acks, batches and late ticks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub room: Option<RoomStats>,
+    /// Room and tick: what the subscribers saw of the room's seqs (lost, duplicated,
+    /// reordered, gaps announced), over every node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<SequenceStats>,
     /// Connect rate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connect: Option<ConnectStats>,
@@ -371,183 +477,6 @@ impl Summary {
     /// The summary as pretty JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-    }
-
-    /// The summary as a human-readable table.
-    pub fn table(&self) -> String {
-        let mut t = String::new();
-        let _ = self.write_table(&mut t);
-        t
-    }
-
-    fn write_table(&self, t: &mut String) -> fmt::Result {
-        write!(
-            t,
-            "hibiki load {} · {} · {} thread{} · ",
-            self.scenario,
-            self.url,
-            self.threads,
-            if self.threads == 1 { "" } else { "s" },
-        )?;
-        if self.duration_secs > 0.0 {
-            writeln!(t, "{:.1} s measured after {:.1} s warmup", self.duration_secs, self.warmup_secs)?;
-        } else {
-            writeln!(t, "no traffic: no connection opened")?;
-        }
-        let c = &self.connections;
-        write!(t, "  {:<16}{} opened", "connections", group(c.opened))?;
-        if self.scenario != Scenario::Connect {
-            write!(
-                t,
-                " of {} in {:.2} s, {} open at the end",
-                group(c.attempted),
-                c.setup_secs,
-                group(c.open_at_end)
-            )?;
-        }
-        writeln!(t, ", {} failed", group(c.failed))?;
-        for (cause, n) in &c.failures {
-            writeln!(t, "  {:<16}{:>10}  {cause}", "", group(*n))?;
-        }
-        if let Some(m) = &self.messages {
-            let what = if self.scenario == Scenario::Echo { "round trips" } else { "deliveries" };
-            writeln!(
-                t,
-                "  {:<16}{} {what} · {}/s · {} B payload · {} sent · {} errors",
-                "messages",
-                group(m.received),
-                group_f(m.per_sec),
-                m.payload,
-                group(m.sent),
-                group(m.errors)
-            )?;
-            if m.unanswered > 0 || m.rate_shortfall > 0 {
-                writeln!(
-                    t,
-                    "  {:<16}{} unanswered after the drain, {} sends skipped (no connection had room)",
-                    "",
-                    group(m.unanswered),
-                    group(m.rate_shortfall)
-                )?;
-            }
-        }
-        if let Some(b) = &self.broadcast {
-            writeln!(
-                t,
-                "  {:<16}{} published by {} at {}/s each · {} members · {} expected · {} delivered · {} {}",
-                "broadcast",
-                group(b.published),
-                b.publishers,
-                group_f(b.rate),
-                group(b.members),
-                group(b.expected),
-                group(b.delivered),
-                group(b.lost),
-                match self.scenario {
-                    Scenario::Game => "missed ticks",
-                    Scenario::Tick => "lost or replaced",
-                    _ => "lost",
-                }
-            )?;
-        }
-        if let Some(r) = &self.room {
-            write!(
-                t,
-                "  {:<16}{} · {} joined · {} join failures",
-                "room",
-                r.room,
-                group(r.joined),
-                group(r.join_failed)
-            )?;
-            if let (Some(batches), Some(per)) = (r.batches, r.batches_per_sec_per_client) {
-                write!(t, " · {} batches · {}/s per client", group(batches), group_f(per))?;
-            }
-            if self.scenario == Scenario::Tick {
-                match (r.late_ticks, r.server_ticks) {
-                    (Some(late), Some(ticks)) => {
-                        write!(t, " · {} late ticks of {}", group(late), group(ticks))?;
-                    }
-                    (Some(late), None) => write!(t, " · {} late ticks", group(late))?,
-                    (None, _) => write!(t, " · late ticks unknown (no /metrics)")?,
-                }
-            }
-            writeln!(t)?;
-        }
-        if let Some(k) = &self.connect {
-            writeln!(
-                t,
-                "  {:<16}{} handshakes · {}/s · {} at once",
-                "connect",
-                group(k.handshakes),
-                group_f(k.per_sec),
-                k.concurrency
-            )?;
-        }
-        let label = if self.scenario == Scenario::Echo { "round trip µs" } else { "latency µs" };
-        let jitter = if self.scenario == Scenario::Tick { "batch jitter µs" } else { "tick jitter µs" };
-        for (name, p) in [
-            (label, &self.latency),
-            ("tick→batch µs", &self.tick_delay),
-            (jitter, &self.jitter),
-            ("handshake µs", &self.handshake),
-        ] {
-            if let Some(p) = p {
-                writeln!(
-                    t,
-                    "  {name:<16}p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.0}, n={})",
-                    group(p.p50),
-                    group(p.p90),
-                    group(p.p99),
-                    group(p.p999),
-                    group(p.max),
-                    p.mean,
-                    group(p.count)
-                )?;
-            }
-        }
-        if let Some(mem) = &self.memory {
-            writeln!(
-                t,
-                "  {:<16}server RSS {} KiB -> {} KiB · {:.0} B per connection",
-                "memory",
-                group(mem.rss_before_kib),
-                group(mem.rss_after_kib),
-                mem.per_connection_bytes
-            )?;
-        }
-        let u = &self.usage;
-        if let Some(pid) = u.server_pid {
-            write!(t, "  {:<16}pid {pid}: ", "server")?;
-            match u.server_cpu_secs {
-                Some(cpu) => write!(t, "{cpu:.2} CPU s")?,
-                None => write!(t, "CPU time unavailable")?,
-            }
-            if let Some(wait) = u.server_cpu_wait_secs {
-                write!(t, " (+{wait:.2} s waiting for a CPU)")?;
-            }
-            if let Some(per) = u.per_server_cpu_sec {
-                let unit = match self.scenario {
-                    Scenario::Connect => "handshakes",
-                    Scenario::Echo => "round trips",
-                    _ => "deliveries",
-                };
-                write!(t, " · {} {unit} per server CPU-s", group_f(per))?;
-            }
-            writeln!(t)?;
-        }
-        write!(t, "  {:<16}{:.2} CPU s", "load tool", u.load_cpu_secs)?;
-        if let Some(wait) = u.load_cpu_wait_secs {
-            write!(t, " (+{wait:.2} s waiting for a CPU)")?;
-        }
-        writeln!(t)?;
-        if u.contended(self.duration_secs) {
-            writeln!(
-                t,
-                "  note: other processes competed for the CPUs during the window; rates understate \
-                 what idle cores would give"
-            )?;
-        }
-        Ok(())
     }
 }
 

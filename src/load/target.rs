@@ -1,4 +1,5 @@
-//! The target: a `ws://` URL resolved once, and the local addresses to connect from.
+//! The targets: `ws://` URLs resolved once, which connection goes to which, and the local
+//! addresses to connect from.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs as _};
@@ -63,6 +64,82 @@ impl Target {
         let base = u32::from(Ipv4Addr::new(127, 0, 0, 1));
         let ip = base.checked_add(n).filter(|&ip| ip < u32::from(Ipv4Addr::new(128, 0, 0, 0)))?;
         Some(IpAddr::V4(Ipv4Addr::from(ip)))
+    }
+}
+
+/// One URL of the run (a node, in a cluster): where connections go.
+#[derive(Clone, Debug)]
+pub(crate) struct Node {
+    /// The URL as given.
+    pub(crate) url: String,
+    pub(crate) target: Target,
+}
+
+/// Which node each connection slot goes to: the publishers (the first slots) round-robin over
+/// the publish URLs, the other connections round-robin over the subscribe URLs. A URL given
+/// twice is one node that gets two turns of the round-robin.
+#[derive(Clone, Debug)]
+pub(crate) struct Route {
+    /// Every distinct URL, publish URLs first, in the order given.
+    pub(crate) nodes: Vec<Node>,
+    /// Node indices the publishers take turns over.
+    publish: Vec<usize>,
+    /// Node indices the other connections take turns over.
+    subscribe: Vec<usize>,
+    /// Slots that publish.
+    publishers: usize,
+}
+
+impl Route {
+    /// Resolves every URL; the first `publishers` slots go round-robin over `publish`, the
+    /// others over `subscribe` (neither may be empty).
+    pub(crate) fn resolve(
+        publish: &[String],
+        subscribe: &[String],
+        publishers: usize,
+    ) -> Result<Self, LoadError> {
+        let mut nodes: Vec<Node> = Vec::new();
+        let mut index = |url: &String| -> Result<usize, LoadError> {
+            if let Some(i) = nodes.iter().position(|n| n.url == *url) {
+                return Ok(i);
+            }
+            nodes.push(Node { url: url.clone(), target: Target::resolve(url)? });
+            Ok(nodes.len() - 1)
+        };
+        let publish = publish.iter().map(&mut index).collect::<Result<Vec<_>, _>>()?;
+        let subscribe = subscribe.iter().map(&mut index).collect::<Result<Vec<_>, _>>()?;
+        if publish.is_empty() || subscribe.is_empty() {
+            return Err(LoadError::Config("no URL to connect to".into()));
+        }
+        Ok(Self { nodes, publish, subscribe, publishers })
+    }
+
+    /// The node connection slot `slot` goes to.
+    pub(crate) fn node(&self, slot: usize) -> usize {
+        if slot < self.publishers {
+            self.publish[slot % self.publish.len()]
+        } else {
+            self.subscribe[(slot - self.publishers) % self.subscribe.len()]
+        }
+    }
+
+    /// Where connection slot `slot` goes.
+    pub(crate) fn target(&self, slot: usize) -> &Target {
+        &self.nodes[self.node(slot)].target
+    }
+
+    /// Publishing and other connections per node, over `slots` slots.
+    pub(crate) fn spread(&self, slots: usize) -> Vec<(u64, u64)> {
+        let mut counts = vec![(0, 0); self.nodes.len()];
+        for slot in 0..slots {
+            let count = &mut counts[self.node(slot)];
+            if slot < self.publishers {
+                count.0 += 1;
+            } else {
+                count.1 += 1;
+            }
+        }
+        counts
     }
 }
 
@@ -134,6 +211,25 @@ mod tests {
         assert!(split("ws:///path").is_err());
         assert!(split("ws://x/#frag").is_err());
         assert!(split("127.0.0.1:8080").is_err());
+    }
+
+    #[test]
+    fn routes_publishers_and_subscribers() {
+        let urls = |list: &[&str]| list.iter().map(|u| u.to_string()).collect::<Vec<_>>();
+        let (a, b, c) = ("ws://127.0.0.1:1/ws", "ws://127.0.0.1:2/ws", "ws://127.0.0.1:3/ws");
+        // Publishers on the first URL, subscribers over all three.
+        let route = Route::resolve(&urls(&[a]), &urls(&[a, b, c]), 2).unwrap();
+        assert_eq!(route.nodes.iter().map(|n| n.url.as_str()).collect::<Vec<_>>(), [a, b, c]);
+        let nodes: Vec<usize> = (0..8).map(|slot| route.node(slot)).collect();
+        assert_eq!(nodes, [0, 0, 0, 1, 2, 0, 1, 2]);
+        assert_eq!(route.target(3).addr.port(), 2);
+        assert_eq!(route.spread(8), [(2, 2), (0, 2), (0, 2)]);
+        // Publishers spread too; a URL given twice is one node with two turns.
+        let route = Route::resolve(&urls(&[b, c]), &urls(&[a, a, b]), 2).unwrap();
+        assert_eq!(route.nodes.len(), 3);
+        assert_eq!(route.spread(8), [(1, 2), (1, 0), (0, 4)], "nodes b, c, a");
+        assert!(Route::resolve(&[], &urls(&[a]), 0).is_err());
+        assert!(matches!(Route::resolve(&urls(&[a]), &urls(&["ws://x:0/"]), 0), Err(LoadError::Url(_))));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod handshake;
 pub mod mask;
 pub mod utf8;
 
+#[cfg(any(test, fuzzing))]
 #[doc(hidden)]
 pub mod fuzzing;
 

@@ -4,10 +4,13 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
 
+use super::ServerConfig;
+use super::timers::ticks;
 use crate::proto::Connection;
 
 /// Most iovecs handed to one `writev`.
@@ -16,22 +19,101 @@ const MAX_IOVECS: usize = 64;
 #[derive(Debug)]
 pub(crate) enum Phase {
     /// Waiting for the request head (kept in `input`).
-    Handshake,
+    Handshake {
+        /// Tick of the accept: the handshake timeout counts from here.
+        since: u64,
+    },
     /// WebSocket open (or closing: see `Connection::can_send`).
     Open(Box<Connection>),
+    /// The handler deferred its answer ([`Decision::Defer`](super::Decision::Defer)) at tick
+    /// `since`: waiting for `respond` (or the defer timeout), reading nothing more.
+    Deferred {
+        /// Tick of the decision: the defer timeout counts from here.
+        since: u64,
+    },
     /// Answering over plain HTTP; closed once the answer is flushed.
     Http,
     /// A long-lived HTTP answer the application writes to (Server-Sent Events).
     Stream,
 }
 
-/// Why and how a connection is going away.
+/// A refusal decided at accept, before the request is read: answered once its head arrives.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Ending {
-    /// Still running.
-    No,
-    /// Flush what is queued, then shut down the write side and wait for the peer's EOF.
-    Linger,
+pub(crate) enum Refusal {
+    /// Past `max_connections` (503).
+    Full,
+    /// Past `max_connections_per_ip` (429).
+    PerIp,
+}
+
+/// Where a connection is in its life, named after what it waits for. Together with [`Phase`]
+/// (what it speaks), this is everything that decides its timers and its end.
+///
+/// ```text
+/// Running ──close_key──> ClosingHandshake ──the peer's Close──> Lingering ──EOF / timeout──> removed
+///    └──the peer's Close, a failure, an HTTP answer, a slow consumer──> Lingering
+/// Refusing (accepted past a cap) ──the request head──> Lingering (429 / 503 answered)
+/// ```
+///
+/// A connection is removed from any state on EOF, a socket error or a timeout. `Refusing` only
+/// occurs in [`Phase::Handshake`], `ClosingHandshake` only in [`Phase::Open`], and a
+/// [`Phase::Http`] answer always lingers.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Life {
+    /// Waiting for whatever comes next: the request, frames, the application's sends.
+    Running,
+    /// Waiting for the request head only to answer it with this refusal.
+    Refusing(Refusal),
+    /// Our Close frame is out (or queued); waiting for the peer's, until the close timeout
+    /// counted from tick `since`. Messages still arrive; nothing more can be sent.
+    ClosingHandshake {
+        /// Tick our Close was queued.
+        since: u64,
+    },
+    /// All is said (or given up on): what is queued is flushed, then the write side is shut
+    /// and the connection waits for the peer's EOF, until the close timeout counted from tick
+    /// `since` (the start of the closing handshake, if there was one). What the peer still
+    /// sends is discarded.
+    Lingering {
+        /// Tick the closing (or the answer) began.
+        since: u64,
+        /// `on_close` ran and the counters settled (always true for an HTTP answer): only the
+        /// TCP teardown is left.
+        finalized: bool,
+    },
+}
+
+impl Life {
+    /// Whether the connection waits for its TCP teardown only.
+    pub(crate) fn is_lingering(self) -> bool {
+        matches!(self, Self::Lingering { .. })
+    }
+
+    /// The next state once all is said: a closing handshake keeps its start.
+    pub(crate) fn linger(self, tick: u64) -> Self {
+        match self {
+            Self::Running | Self::Refusing(_) => Self::Lingering { since: tick, finalized: false },
+            Self::ClosingHandshake { since } => Self::Lingering { since, finalized: false },
+            lingering @ Self::Lingering { .. } => lingering,
+        }
+    }
+}
+
+/// What a connection's timer does when it comes due.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Timeout {
+    /// No complete request within `handshake_timeout` of the accept: closed, counted.
+    Handshake,
+    /// Silent for `ping_interval` since the last byte read: a ping goes out.
+    Ping,
+    /// The ping went unanswered for `ping_timeout`: dropped as dead.
+    Heartbeat,
+    /// No message for `idle_timeout`: closed with 1001.
+    Idle,
+    /// The closing handshake or the lingering outlasted `close_timeout`: dropped.
+    Close,
+    /// A deferred answer did not come within `defer_timeout`: answered 504, counted.
+    Deferred,
 }
 
 #[derive(Debug)]
@@ -40,32 +122,26 @@ pub(crate) struct Conn {
     pub(crate) peer: SocketAddr,
     pub(crate) generation: u32,
     pub(crate) phase: Phase,
+    pub(crate) life: Life,
     /// Bytes of an unfinished request head or frame; empty (no allocation) when idle.
     pub(crate) input: BytesMut,
     pub(crate) out: OutQueue,
-    pub(crate) ending: Ending,
     /// Waiting for a writable event (the last write would have blocked).
     pub(crate) blocked: bool,
     /// In the worker's list of connections to flush.
     pub(crate) dirty: bool,
     /// Counted against the per-IP cap.
     pub(crate) counted_ip: bool,
-    /// An HTTP status to answer instead of upgrading (set at accept: 429, 503).
-    pub(crate) reject: Option<u16>,
     /// Tick of the last byte read, of the last message, and of the heartbeat ping in flight.
     pub(crate) last_read: u64,
     pub(crate) last_message: u64,
     pub(crate) ping_sent: Option<u64>,
     /// Tick at which this connection's timer entry fires (entries with another tick are stale).
     pub(crate) timer_tick: u64,
-    /// Tick of the close handshake's start, for the close timeout.
-    pub(crate) closing_since: Option<u64>,
     /// The outbound queue was past the soft budget (for `on_drain`).
     pub(crate) backpressured: bool,
     /// The peer's close code, when it sent one, for `on_close`.
     pub(crate) close_code: Option<(crate::proto::CloseCode, String)>,
-    /// `on_close` ran and the counters settled: what is left is the TCP teardown.
-    pub(crate) finalized: bool,
     /// The loop turn of the last read, and the bytes read in it (the read budget).
     pub(crate) read_turn: u32,
     pub(crate) read_used: usize,
@@ -77,22 +153,19 @@ impl Conn {
             stream,
             peer,
             generation,
-            phase: Phase::Handshake,
+            phase: Phase::Handshake { since: now_tick },
+            life: Life::Running,
             input: BytesMut::new(),
             out: OutQueue::default(),
-            ending: Ending::No,
             blocked: false,
             dirty: false,
             counted_ip: false,
-            reject: None,
             last_read: now_tick,
             last_message: now_tick,
             ping_sent: None,
             timer_tick: 0,
-            closing_since: None,
             backpressured: false,
             close_code: None,
-            finalized: false,
             read_turn: u32::MAX,
             read_used: 0,
         }
@@ -102,6 +175,51 @@ impl Conn {
         match &mut self.phase {
             Phase::Open(ws) => Some(ws),
             _ => None,
+        }
+    }
+
+    /// The tick at which this connection's next timeout falls, and which one; `None` when
+    /// nothing is timed (a stream lives until a side closes). The one place that says when a
+    /// timer is due: the worker schedules it from here and, when it fires, acts only if this
+    /// still says it is due.
+    ///
+    /// - The handshake timeout counts from the accept, not from the last byte read: a client
+    ///   that trickles its head a byte at a time is cut off `handshake_timeout` after the
+    ///   accept all the same.
+    /// - The close timeout counts from the start of the closing (or of the HTTP answer).
+    /// - The defer timeout counts from the handler's decision to answer later.
+    /// - An open connection's is the earliest of the heartbeat (`ping_timeout` after the ping
+    ///   in flight) or else the next ping (`ping_interval` after the last byte read), and the
+    ///   idle timeout (`idle_timeout` after the last message). On a tie the heartbeat goes
+    ///   first, then the idle close, then the ping.
+    pub(crate) fn next_timeout(&self, config: &ServerConfig) -> Option<(u64, Timeout)> {
+        let at = |since: u64, d: Duration| since + ticks(d);
+        match self.life {
+            Life::ClosingHandshake { since } | Life::Lingering { since, .. } => {
+                return Some((at(since, config.close_timeout), Timeout::Close));
+            }
+            Life::Running | Life::Refusing(_) => {}
+        }
+        match &self.phase {
+            Phase::Handshake { since } => Some((at(*since, config.handshake_timeout), Timeout::Handshake)),
+            Phase::Deferred { since } => Some((at(*since, config.defer_timeout), Timeout::Deferred)),
+            Phase::Open(_) => {
+                let heartbeat = match (self.ping_sent, config.ping_interval) {
+                    (Some(sent), _) => Some((at(sent, config.ping_timeout), Timeout::Heartbeat)),
+                    (None, Some(interval)) => Some((at(self.last_read, interval), Timeout::Ping)),
+                    (None, None) => None,
+                };
+                let idle = config.idle_timeout.map(|d| (at(self.last_message, d), Timeout::Idle));
+                let rank = |t: Timeout| match t {
+                    Timeout::Heartbeat => 0,
+                    Timeout::Idle => 1,
+                    _ => 2,
+                };
+                heartbeat.into_iter().chain(idle).min_by_key(|&(tick, what)| (tick, rank(what)))
+            }
+            // A stream lives until a side closes; the application keeps it warm. An HTTP
+            // answer always lingers (above).
+            Phase::Stream | Phase::Http => None,
         }
     }
 }

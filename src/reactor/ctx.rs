@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::Handler;
+use super::core::Core;
 use super::handle::{ConnId, Handle};
-use super::worker::Core;
+use super::{Handler, HttpResponse};
 use crate::proto::{CloseCode, MessageKind};
 
 /// The worker a callback runs on: its connections, its state, its handle.
@@ -87,6 +87,14 @@ impl<'a, H: Handler> WorkerCtx<'a, H> {
     /// Starts the closing handshake with a connection of this worker.
     pub fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) -> bool {
         self.core.close(id, code, reason)
+    }
+
+    /// Answers a request of this worker whose handler returned
+    /// [`Decision::Defer`](super::Decision::Defer). Returns false, and sends nothing, if the
+    /// connection is gone (the peer closed), was answered already (or timed out with 504),
+    /// never deferred, or is on another worker.
+    pub fn respond(&mut self, id: ConnId, response: HttpResponse) -> bool {
+        self.core.respond_deferred(id, &response)
     }
 
     /// Whether a connection of this worker is open for sending.
@@ -237,6 +245,11 @@ impl<C: Send + 'static> Outbox<'_, C> {
     /// As [`WorkerCtx::close`].
     pub fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) -> bool {
         self.core.close(id, code, reason)
+    }
+
+    /// As [`WorkerCtx::respond`].
+    pub fn respond(&mut self, id: ConnId, response: HttpResponse) -> bool {
+        self.core.respond_deferred(id, &response)
     }
 
     /// Closes a connection that cannot keep up, as the engine does past the hard outbound

@@ -6,6 +6,7 @@ use std::sync::mpsc::Sender;
 
 use bytes::Bytes;
 
+use super::HttpResponse;
 use super::stats::Stats;
 use crate::proto::CloseCode;
 
@@ -55,6 +56,8 @@ pub(crate) enum Command<C> {
     Send(ConnId, crate::proto::MessageKind, Bytes),
     /// Start the closing handshake.
     Close(ConnId, CloseCode, String),
+    /// Answer a deferred request (boxed: the channel's slots stay the size of a frame).
+    Respond(ConnId, Box<HttpResponse>),
     /// The application's command.
     User(C),
     /// Close everything with 1001 and stop.
@@ -119,6 +122,15 @@ impl<C: Send + 'static> Handle<C> {
     /// Starts closing a connection.
     pub fn close(&self, to: ConnId, code: CloseCode, reason: &str) -> bool {
         self.deliver(to.worker(), Command::Close(to, code, reason.to_owned()))
+    }
+
+    /// Answers a request whose handler returned [`Decision::Defer`](super::Decision::Defer)
+    /// (`id` is [`HttpRequest::id`](super::HttpRequest::id)), from any thread: the answer is
+    /// posted to the connection's worker, which writes it unless the connection is gone or
+    /// was answered already (then it is dropped). Returns false only when the worker has
+    /// stopped; [`WorkerCtx::respond`](super::WorkerCtx::respond) tells more on the worker.
+    pub fn respond(&self, id: ConnId, response: HttpResponse) -> bool {
+        self.deliver(id.worker(), Command::Respond(id, Box::new(response)))
     }
 
     /// Posts a command to one worker; it runs in [`Handler::on_command`](super::Handler::on_command).

@@ -26,7 +26,8 @@
 //!
 //!     fn on_request(&self, request: &HttpRequest<'_, '_, '_>) -> Decision<()> {
 //!         match request.head.path() {
-//!             "/echo" if request.upgrade => Decision::Upgrade { session: (), protocol: None },
+//!             "/echo" if request.upgrade.is_some() => Decision::Upgrade { session: (), protocol: None },
+//!             "/echo" => Decision::Respond(HttpResponse::upgrade_required()),
 //!             _ => Decision::Respond(HttpResponse::text(404, "not found\n")),
 //!         }
 //!     }
@@ -42,14 +43,57 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
+//! # Answering later
+//!
+//! A handler that needs another thread (a remote store, say) before it can answer returns
+//! [`Decision::Defer`]; the connection waits, costing nothing, until the answer comes back
+//! through [`Handle::respond`] from any thread or [`WorkerCtx::respond`] on its worker,
+//! addressed by [`HttpRequest::id`]. Without an answer within
+//! [`ServerConfig::defer_timeout`] the reactor answers 504.
+//!
+//! ```no_run
+//! use std::sync::{Mutex, mpsc};
+//! use hibiki::reactor::{ConnId, Ctx, Decision, Handler, HttpRequest, HttpResponse, Message, Server};
+//!
+//! struct Slow(Mutex<mpsc::Sender<ConnId>>);
+//!
+//! impl Handler for Slow {
+//!     type Session = ();
+//!     type Local = ();
+//!     type Command = ();
+//!
+//!     fn local(&self, _worker: usize) {}
+//!
+//!     fn on_request(&self, request: &HttpRequest<'_, '_, '_>) -> Decision<()> {
+//!         let _ = self.0.lock().unwrap().send(request.id); // to a thread that answers
+//!         Decision::Defer
+//!     }
+//!
+//!     fn on_message(&self, _ctx: &mut Ctx<'_, Self>, _message: Message) {}
+//! }
+//!
+//! let (ids, pending) = mpsc::channel();
+//! let server = Server::builder().start(Slow(Mutex::new(ids)))?;
+//! let handle = server.handle();
+//! std::thread::spawn(move || {
+//!     for id in pending {
+//!         handle.respond(id, HttpResponse::text(200, "done\n"));
+//!     }
+//! });
+//! server.wait();
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
 //! # Portability
 //!
 //! Linux and the BSDs (epoll/kqueue through mio, `SO_REUSEPORT`). Elsewhere the listener
 //! falls back to one socket that every worker polls.
 
 mod conn;
+mod core;
 mod ctx;
 mod handle;
+mod http;
 mod ip;
 mod stats;
 mod sys;
@@ -66,10 +110,14 @@ use bytes::Bytes;
 
 pub use crate::proto::MessageKind;
 use crate::proto::deflate::DeflateConfig;
-use crate::proto::handshake::request::Request;
+use crate::proto::handshake::{Request, Upgrade, VERSION};
 pub use ctx::{Ctx, Outbox, WorkerCtx};
 pub use handle::{ConnId, Handle};
 pub use stats::{COUNTED_CLOSE_CODES, REJECTIONS, Rejection, Stats, StatsSnapshot};
+
+/// Seconds a client refused by a connection cap is asked to wait (`Retry-After` on the 429
+/// and the 503): short, since a slot frees whenever any connection closes.
+pub const RETRY_AFTER_SECS: u32 = 1;
 
 /// A whole message from a peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,7 +144,8 @@ impl Message {
 pub struct HttpResponse {
     /// Status code.
     pub status: u16,
-    /// Extra headers (Content-Length and Connection are added).
+    /// Extra headers. `Content-Length` and `Connection` are added: `Connection: close`, or
+    /// `Connection: Upgrade, close` when an `Upgrade` header is among these (RFC 9110 §7.8).
     pub headers: Vec<(String, String)>,
     /// Body.
     pub body: Bytes,
@@ -116,25 +165,61 @@ impl HttpResponse {
     pub fn with_type(status: u16, content_type: &str, body: impl Into<Bytes>) -> Self {
         Self { status, headers: vec![("Content-Type".into(), content_type.into())], body: body.into() }
     }
+
+    /// `426 Upgrade Required`, for a plain request to a path that only speaks WebSocket:
+    /// with `Upgrade: websocket` ("A server that sends a 426 (Upgrade Required) response MUST
+    /// send an Upgrade header field to indicate the acceptable protocols", RFC 9110 §7.8) and
+    /// `Sec-WebSocket-Version: 13`, as for a handshake with another version (RFC 6455 §4.2.2).
+    pub fn upgrade_required() -> Self {
+        Self::text(426, "this endpoint speaks WebSocket\n")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Version", VERSION)
+    }
+
+    /// This response with one more header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
 }
 
 /// A request as [`Handler::on_request`] sees it.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct HttpRequest<'r, 'b, 'h> {
     /// The parsed head.
     pub head: &'r Request<'b, 'h>,
-    /// Whether the head is a valid WebSocket upgrade.
-    pub upgrade: bool,
+    /// The WebSocket opening handshake, when the request is a valid one; `None` for a plain
+    /// HTTP request ([`Request::upgrade_attempt`]).
+    ///
+    /// A malformed attempt never reaches the handler: the reactor answers it itself, whatever
+    /// the path, with the status of its [`HandshakeError`](crate::proto::handshake::HandshakeError)
+    /// (400; 405 with `Allow: GET`; 426 with `Sec-WebSocket-Version: 13` for another version)
+    /// and counts it. RFC 6455 §4.2.1: a server that finds the client "did not send a
+    /// handshake that matches the description below ... MUST stop processing the client's
+    /// handshake and return an HTTP response with an appropriate error code (such as 400 Bad
+    /// Request)".
+    pub upgrade: Option<Upgrade<'b, 'h>>,
     /// The body (empty without `Content-Length`).
     pub body: &'r [u8],
     /// The peer's address.
     pub peer: SocketAddr,
     /// The server's counters (for a metrics endpoint).
     pub stats: &'r Stats,
+    /// The connection's id; its worker is `id.worker()`.
+    pub id: ConnId,
 }
 
-/// What to do with a request: upgrade it, answer it over plain HTTP and close, or answer
-/// with a stream the application keeps writing to (Server-Sent Events).
+impl HttpRequest<'_, '_, '_> {
+    /// The worker thread that owns the connection (`id.worker()`): where an answer to a
+    /// deferred request is made, e.g. by posting a command to it.
+    pub fn worker(&self) -> usize {
+        self.id.worker()
+    }
+}
+
+/// What to do with a request: upgrade it, answer it over plain HTTP and close (now or
+/// later), or answer with a stream the application keeps writing to (Server-Sent Events).
 #[derive(Debug)]
 pub enum Decision<S> {
     /// Upgrade to WebSocket with this session state and (optionally) one of the offered
@@ -147,6 +232,15 @@ pub enum Decision<S> {
     },
     /// Answer over HTTP and close.
     Respond(HttpResponse),
+    /// Answer later, with [`WorkerCtx::respond`] or [`Outbox::respond`] on the connection's
+    /// worker (`request.id.worker()`, e.g. from [`Handler::on_command`]) or [`Handle::respond`]
+    /// from any thread, given [`HttpRequest::id`]. Meanwhile the connection waits without
+    /// costing a thing: what the peer still sends is discarded, and if the peer closes the
+    /// connection is freed (a later answer is ignored). With no answer within
+    /// [`ServerConfig::defer_timeout`] the reactor answers `504 Gateway Timeout` and counts
+    /// it ([`Rejection::DeferTimeout`]); at shutdown it answers 503. A deferred request is
+    /// answered over HTTP only; copy what the answer needs (the body, say) before returning.
+    Defer,
     /// Answer with this head (status and headers; no length) and keep the connection as a
     /// stream: the application writes to it with [`WorkerCtx::send_raw_to`] until either side
     /// closes. [`Handler::on_open`] and [`Handler::on_close`] are called as for WebSockets.
@@ -266,6 +360,10 @@ pub struct ServerConfig {
     pub hard_outbound_limit: usize,
     /// Period of [`Handler::on_tick`]. Default none.
     pub tick: Option<Duration>,
+    /// How long a request answered with [`Decision::Defer`] waits for its answer before the
+    /// reactor answers 504. Default 10 s: longer than a remote store should ever take, short
+    /// enough that a lost answer does not hold a connection for long.
+    pub defer_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -289,6 +387,7 @@ impl Default for ServerConfig {
             soft_outbound_limit: 1 << 20,
             hard_outbound_limit: 16 << 20,
             tick: None,
+            defer_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -365,6 +464,8 @@ impl ServerBuilder {
         hard_outbound_limit: usize;
         /// Tick period.
         tick: Option<Duration>;
+        /// Time a deferred request waits for its answer.
+        defer_timeout: Duration;
     }
 
     /// The config so far.

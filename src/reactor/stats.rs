@@ -8,28 +8,66 @@ use crate::proto::CloseCode;
 /// Close codes counted one by one; the rest are counted as "other".
 pub const COUNTED_CLOSE_CODES: [u16; 10] = [1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 0];
 
-/// Why a handshake was refused, as counted.
+/// Why a request was refused before any upgrade, as counted (`/metrics` labels in
+/// [`REJECTIONS`]). Refusals by the reactor have their own cause; a refusal by the application
+/// (a status of 400 or more from [`Handler::on_request`](super::Handler::on_request)) is
+/// counted by its status ([`Rejection::for_status`]).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[repr(usize)]
+#[non_exhaustive]
 pub enum Rejection {
-    /// Malformed request or not an upgrade the app accepts (400/404/405/426).
+    /// 400: a malformed request head, a malformed WebSocket handshake (HTTP/1.0, no `Host`,
+    /// no `Connection: Upgrade`, a bad key, ...), a bad `Content-Length`, or a 400 from the
+    /// application.
     BadRequest,
-    /// Request head over the limit (431).
+    /// 431 or 413: the request head or body over its limit.
     TooLarge,
-    /// Origin not allowed (403).
+    /// 403: an `Origin` not in `allowed_origins`.
     Origin,
-    /// Too many connections from one IP (429).
+    /// 429: too many connections from one IP address.
     PerIp,
-    /// Server full (503).
+    /// 503: the server is full (`max_connections`).
     Full,
-    /// Refused by the application (e.g. 401).
+    /// Refused by the application with a status counted under no other cause (e.g. 500).
     App,
-    /// No request head within the handshake timeout.
+    /// No request head within the handshake timeout: closed without an answer.
     Timeout,
+    /// 404 from the application: no such path.
+    NotFound,
+    /// 405: a WebSocket handshake with a method other than GET, or a 405 from the
+    /// application.
+    Method,
+    /// 426: a WebSocket version other than 13, or a plain request to a WebSocket-only path
+    /// (from the application).
+    UpgradeRequired,
+    /// 401 from the application: a missing, bad or expired token.
+    Unauthorized,
+    /// 403 from the application (other than the reactor's `Origin` check).
+    Forbidden,
+    /// 504 from the reactor: a deferred answer ([`Decision::Defer`](super::Decision::Defer))
+    /// did not come within `defer_timeout`.
+    DeferTimeout,
+}
+
+impl Rejection {
+    /// The cause a refusal with this status is counted under, or `None` below 400.
+    pub fn for_status(status: u16) -> Option<Self> {
+        Some(match status {
+            0..=399 => return None,
+            400 => Self::BadRequest,
+            401 => Self::Unauthorized,
+            403 => Self::Forbidden,
+            404 => Self::NotFound,
+            405 => Self::Method,
+            413 | 431 => Self::TooLarge,
+            426 => Self::UpgradeRequired,
+            _ => Self::App,
+        })
+    }
 }
 
 /// The rejection causes, in counter order, with their metric label.
-pub const REJECTIONS: [(Rejection, &str); 7] = [
+pub const REJECTIONS: [(Rejection, &str); 13] = [
     (Rejection::BadRequest, "bad_request"),
     (Rejection::TooLarge, "too_large"),
     (Rejection::Origin, "origin"),
@@ -37,6 +75,12 @@ pub const REJECTIONS: [(Rejection, &str); 7] = [
     (Rejection::Full, "full"),
     (Rejection::App, "app"),
     (Rejection::Timeout, "timeout"),
+    (Rejection::NotFound, "not_found"),
+    (Rejection::Method, "method"),
+    (Rejection::UpgradeRequired, "upgrade_required"),
+    (Rejection::Unauthorized, "unauthorized"),
+    (Rejection::Forbidden, "forbidden"),
+    (Rejection::DeferTimeout, "defer_timeout"),
 ];
 
 #[derive(Debug, Default)]
@@ -53,7 +97,7 @@ struct Block {
     slow_consumer_closes: AtomicU64,
     heartbeat_timeouts: AtomicU64,
     abnormal: AtomicU64,
-    rejections: [AtomicU64; 7],
+    rejections: [AtomicU64; REJECTIONS.len()],
     close_codes: [AtomicU64; 10],
 }
 
@@ -90,9 +134,16 @@ pub struct StatsSnapshot {
     /// Connections that ended without a close handshake.
     pub abnormal: u64,
     /// Handshakes refused, by cause (see [`REJECTIONS`]).
-    pub rejections: [u64; 7],
+    pub rejections: [u64; REJECTIONS.len()],
     /// Closed connections by close code (see [`COUNTED_CLOSE_CODES`]; 0 = other).
     pub close_codes: [u64; 10],
+}
+
+impl StatsSnapshot {
+    /// Requests refused for this cause.
+    pub fn rejected(&self, why: Rejection) -> u64 {
+        self.rejections[why as usize]
+    }
 }
 
 impl Stats {
@@ -179,5 +230,20 @@ impl WorkerStats<'_> {
     }
     pub(crate) fn rejected(self, why: Rejection) {
         bump(&self.0.rejections[why as usize], 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejection_labels_are_in_counter_order() {
+        for (i, (why, label)) in REJECTIONS.iter().enumerate() {
+            assert_eq!(*why as usize, i, "{label}");
+        }
+        assert_eq!(Rejection::for_status(302), None);
+        assert_eq!(Rejection::for_status(404), Some(Rejection::NotFound));
+        assert_eq!(Rejection::for_status(500), Some(Rejection::App));
     }
 }

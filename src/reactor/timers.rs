@@ -10,6 +10,14 @@ use std::time::{Duration, Instant};
 
 const SLOTS: usize = 512;
 
+/// Resolution of a worker's timing wheel.
+pub(crate) const TICK: Duration = Duration::from_millis(20);
+
+/// A duration in wheel ticks, rounded up.
+pub(crate) fn ticks(d: Duration) -> u64 {
+    (d.as_nanos().div_ceil(TICK.as_nanos())) as u64
+}
+
 #[derive(Debug)]
 pub(crate) struct Wheel {
     slots: Vec<Vec<Entry>>,

@@ -1,28 +1,28 @@
-//! One worker thread: a mio poll, a listener, the connections it accepted, a timing wheel.
+//! One worker thread: a mio poll, a listener, the connections it accepted, a timing wheel;
+//! the loop that polls, accepts, reads, writes, runs commands and timers, and shuts down.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::BytesMut;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::conn::{Conn, Ending, Phase};
+use super::conn::{Conn, Life, Phase, Refusal, Timeout};
+use super::core::Core;
 use super::ctx::{Ctx, WorkerCtx};
 use super::handle::{Command, ConnId, Handle, Remote};
 use super::ip::IpCounter;
-use super::stats::{Rejection, Stats, WorkerStats};
+use super::stats::{Rejection, Stats};
 use super::sys;
-use super::timers::{Entry, Wheel};
-use super::{Decision, Handler, HttpRequest, HttpResponse, Message, ServerConfig};
-use crate::proto::handshake::request::parse_request;
-use crate::proto::handshake::{EMPTY_HEADER, HandshakeError, MAX_HEADERS, Status, response};
-use crate::proto::{CloseCode, Connection, Event, MessageKind};
+use super::timers::{Entry, TICK, Wheel};
+use super::{Handler, HttpResponse, Message, ServerConfig};
+use crate::proto::{CloseCode, Event, MessageKind};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -30,330 +30,32 @@ const WAKER: Token = Token(usize::MAX - 2);
 const READ_SIZE: usize = 64 * 1024;
 /// New connections accepted per loop turn, so accepting never starves reading.
 const ACCEPT_BATCH: usize = 128;
-/// Frames up to this size are copied into the cork rather than queued as their own iovec.
-const CORK_COPY_MAX: usize = 2048;
 /// Bytes read from one connection per loop turn before the others get their turn (and the
 /// queues are flushed); the rest is read next turn.
 const READ_BUDGET: usize = 512 * 1024;
-/// Resolution of the timing wheel.
-const TICK: Duration = Duration::from_millis(20);
-
-/// The part of a worker that callbacks reach through [`Ctx`] and [`WorkerCtx`].
-pub(crate) struct Core<C> {
-    pub(crate) index: usize,
-    pub(crate) config: Arc<ServerConfig>,
-    pub(crate) conns: Slab<Conn>,
-    pub(crate) now: Instant,
-    pub(crate) tick: u64,
-    handle: Option<Handle<C>>,
-    stats: Arc<Stats>,
-    /// Replies to the connection being served, written at once at the end of its read.
-    cork: BytesMut,
-    cork_owner: Option<usize>,
-    /// Connections with queued frames to flush at the end of the turn.
-    dirty: Vec<usize>,
-    next_generation: u32,
-    wheel: Wheel,
-    /// How long the last app tick took, from its start until its frames were written.
-    pub(crate) last_tick_work: Option<Duration>,
-}
-
-impl<C: Send + 'static> Core<C> {
-    pub(crate) fn handle(&self) -> &Handle<C> {
-        self.handle.as_ref().expect("the handle is set before the worker runs")
-    }
-
-    fn stats(&self) -> WorkerStats<'_> {
-        self.stats.worker(self.index)
-    }
-
-    fn key(&self, id: ConnId) -> Option<usize> {
-        if id.worker() != self.index {
-            return None;
-        }
-        let key = id.slot();
-        let conn = self.conns.get(key)?;
-        (ConnId::new(self.index, key, conn.generation) == id).then_some(key)
-    }
-
-    pub(crate) fn id_of(&self, key: usize) -> ConnId {
-        ConnId::new(self.index, key, self.conns[key].generation)
-    }
-
-    pub(crate) fn peer(&self, id: ConnId) -> Option<SocketAddr> {
-        self.key(id).map(|key| self.conns[key].peer)
-    }
-
-    pub(crate) fn is_open(&self, id: ConnId) -> bool {
-        self.key(id).is_some_and(|key| match &self.conns[key].phase {
-            Phase::Open(ws) => ws.can_send() && self.conns[key].ending == Ending::No,
-            _ => false,
-        })
-    }
-
-    pub(crate) fn buffered(&self, id: ConnId) -> usize {
-        self.key(id).map_or(0, |key| {
-            let corked = if self.cork_owner == Some(key) { self.cork.len() } else { 0 };
-            self.conns[key].out.queued() + corked
-        })
-    }
-
-    fn mark_dirty(&mut self, key: usize) {
-        let conn = &mut self.conns[key];
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(key);
-        }
-    }
-
-    /// Whether a frame of `len` bytes may be queued to `key`; closes a slow consumer.
-    fn admit(&mut self, key: usize, len: usize, volatile: bool) -> bool {
-        let queued = self.conns[key].out.queued();
-        if volatile && queued > self.config.soft_outbound_limit {
-            self.stats().dropped_volatile();
-            return false;
-        }
-        if queued + len > self.config.hard_outbound_limit {
-            self.slow_consumer(key);
-            return false;
-        }
-        true
-    }
-
-    fn slow_consumer(&mut self, key: usize) {
-        self.stats().slow_consumer();
-        let conn = &mut self.conns[key];
-        conn.out.drop_unstarted();
-        let mut close = BytesMut::new();
-        if let Phase::Open(ws) = &mut conn.phase {
-            let _ = ws.close(CloseCode::POLICY_VIOLATION, "slow consumer", &mut close);
-        }
-        conn.out.push_control(&close);
-        conn.close_code.get_or_insert((CloseCode::POLICY_VIOLATION, String::new()));
-        conn.ending = Ending::Linger;
-        conn.closing_since.get_or_insert(self.tick);
-        self.mark_dirty(key);
-        self.reschedule(key);
-    }
-
-    pub(crate) fn send(&mut self, id: ConnId, kind: MessageKind, payload: &[u8]) -> bool {
-        let Some(key) = self.key(id) else { return false };
-        if self.cork_owner == Some(key) {
-            let conn = &mut self.conns[key];
-            let Phase::Open(ws) = &mut conn.phase else { return false };
-            if ws.send(kind, payload, &mut self.cork).is_err() {
-                return false;
-            }
-            self.stats().messages_out(1);
-            return true;
-        }
-        if !self.admit(key, payload.len(), false) {
-            return false;
-        }
-        let mut frame = BytesMut::new();
-        let conn = &mut self.conns[key];
-        let Phase::Open(ws) = &mut conn.phase else { return false };
-        if ws.send(kind, payload, &mut frame).is_err() {
-            return false;
-        }
-        conn.out.push(frame.freeze());
-        self.stats().messages_out(1);
-        self.mark_dirty(key);
-        true
-    }
-
-    pub(crate) fn send_frame(&mut self, id: ConnId, frame: &Bytes, volatile: bool) -> bool {
-        let Some(key) = self.key(id) else { return false };
-        {
-            let conn = &self.conns[key];
-            let Phase::Open(ws) = &conn.phase else { return false };
-            if !ws.can_send() || conn.ending != Ending::No {
-                return false;
-            }
-        }
-        if !self.admit(key, frame.len(), volatile) {
-            return false;
-        }
-        self.stats().messages_out(1);
-        if self.cork_owner == Some(key) {
-            if frame.len() <= CORK_COPY_MAX {
-                self.cork.extend_from_slice(frame);
-                return true;
-            }
-            // Keep the order: what is corked goes first.
-            let corked = self.cork.split().freeze();
-            self.conns[key].out.push(corked);
-        }
-        self.conns[key].out.push(frame.clone());
-        self.mark_dirty(key);
-        true
-    }
-
-    /// Queues raw bytes to a stream (an SSE answer).
-    pub(crate) fn send_raw(&mut self, id: ConnId, bytes: &Bytes) -> bool {
-        let Some(key) = self.key(id) else { return false };
-        if !matches!(self.conns[key].phase, Phase::Stream) || self.conns[key].ending != Ending::No {
-            return false;
-        }
-        if !self.admit(key, bytes.len(), false) {
-            return false;
-        }
-        self.conns[key].out.push(bytes.clone());
-        self.mark_dirty(key);
-        true
-    }
-
-    /// Whether a connection takes frames compressed once for many with a 15-bit window.
-    pub(crate) fn is_compressed(&self, id: ConnId) -> bool {
-        self.key(id).is_some_and(|key| match &self.conns[key].phase {
-            Phase::Open(ws) => ws.shared_compression().is_some_and(|(_, bits)| bits == 15),
-            _ => false,
-        })
-    }
-
-    pub(crate) fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) -> bool {
-        let Some(key) = self.key(id) else { return false };
-        self.close_key(key, code, reason)
-    }
-
-    /// Closes a connection as a slow consumer: frames not yet started are dropped, 1008 goes
-    /// out next, counted in the stats.
-    pub(crate) fn close_slow(&mut self, id: ConnId) -> bool {
-        let Some(key) = self.key(id) else { return false };
-        if !matches!(self.conns[key].phase, Phase::Open(_)) || self.conns[key].closing_since.is_some() {
-            return false;
-        }
-        self.slow_consumer(key);
-        true
-    }
-
-    fn close_key(&mut self, key: usize, code: CloseCode, reason: &str) -> bool {
-        let corked = self.cork_owner == Some(key);
-        let conn = &mut self.conns[key];
-        let Phase::Open(ws) = &mut conn.phase else { return false };
-        let out = if corked { &mut self.cork } else { &mut BytesMut::new() };
-        let start = out.len();
-        if ws.close(code, reason, out).is_err() {
-            return false;
-        }
-        if !corked {
-            let frame = out.split_off(start);
-            conn.out.push(frame.freeze());
-        }
-        conn.closing_since = Some(self.tick);
-        self.mark_dirty(key);
-        self.reschedule(key);
-        true
-    }
-
-    pub(crate) fn reschedule(&mut self, key: usize) {
-        let Some(conn) = self.conns.get(key) else { return };
-        let config = &self.config;
-        let at = |tick: u64, d: Duration| tick + ticks(d);
-        let due = if conn.ending != Ending::No || conn.closing_since.is_some() {
-            at(conn.closing_since.unwrap_or(self.tick), config.close_timeout)
-        } else {
-            match &conn.phase {
-                Phase::Open(_) => {
-                    let mut due = u64::MAX;
-                    if let Some(sent) = conn.ping_sent {
-                        due = due.min(at(sent, config.ping_timeout));
-                    } else if let Some(interval) = config.ping_interval {
-                        due = due.min(at(conn.last_read, interval));
-                    }
-                    if let Some(idle) = config.idle_timeout {
-                        due = due.min(at(conn.last_message, idle));
-                    }
-                    due
-                }
-                // A stream lives until a side closes; the application keeps it warm.
-                Phase::Stream => u64::MAX,
-                _ => at(conn.last_read, config.handshake_timeout),
-            }
-        };
-        if due == u64::MAX {
-            return;
-        }
-        let when = self.wheel_time(due);
-        let generation = conn.generation;
-        let tick = self.wheel.schedule(key, generation, when);
-        self.conns[key].timer_tick = tick;
-    }
-
-    fn wheel_time(&self, tick: u64) -> Instant {
-        let ahead = tick.saturating_sub(self.tick);
-        self.now + TICK * ahead.min(u64::from(u32::MAX)) as u32
-    }
-
-    /// Writes what is corked for the connection being served: one write in the common case.
-    fn uncork(&mut self) -> io::Result<()> {
-        let Some(key) = self.cork_owner.take() else { return Ok(()) };
-        if self.cork.is_empty() {
-            return Ok(());
-        }
-        let conn = &mut self.conns[key];
-        let mut written = 0;
-        if conn.out.is_empty() && !conn.blocked {
-            match conn.stream.write(&self.cork) {
-                Ok(n) => written = n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.cork.clear();
-                    return Err(e);
-                }
-            }
-        }
-        self.stats().bytes_out(written);
-        if written == self.cork.len() {
-            self.cork.clear();
-        } else {
-            self.cork.advance(written);
-            let rest = self.cork.split().freeze();
-            let conn = &mut self.conns[key];
-            conn.out.push(rest);
-            self.mark_dirty(key);
-        }
-        Ok(())
-    }
-
-    /// Makes `key` the cork owner, writing out the previous owner's replies.
-    fn cork_for(&mut self, key: usize) -> Option<(usize, io::Error)> {
-        if self.cork_owner == Some(key) {
-            return None;
-        }
-        let previous = self.cork_owner;
-        let result = self.uncork();
-        self.cork_owner = Some(key);
-        match (previous, result) {
-            (Some(p), Err(e)) => Some((p, e)),
-            _ => None,
-        }
-    }
-}
 
 pub(crate) struct Worker<H: Handler> {
-    core: Core<H::Command>,
-    handler: Arc<H>,
-    local: H::Local,
-    sessions: Vec<Option<H::Session>>,
-    poll: Poll,
-    events: Option<Events>,
-    listener: Option<TcpListener>,
-    receiver: Receiver<Command<H::Command>>,
-    ips: Arc<IpCounter>,
-    due: Vec<Entry>,
-    rbuf: BytesMut,
-    accept_ready: bool,
+    pub(super) core: Core<H::Command>,
+    pub(super) handler: Arc<H>,
+    pub(super) local: H::Local,
+    pub(super) sessions: Vec<Option<H::Session>>,
+    pub(super) poll: Poll,
+    pub(super) events: Option<Events>,
+    pub(super) listener: Option<TcpListener>,
+    pub(super) receiver: Receiver<Command<H::Command>>,
+    pub(super) ips: Arc<IpCounter>,
+    pub(super) due: Vec<Entry>,
+    pub(super) rbuf: BytesMut,
+    pub(super) accept_ready: bool,
     /// Connections that still had bytes to read when their budget ran out.
-    more_to_read: Vec<usize>,
+    pub(super) more_to_read: Vec<usize>,
     /// Loop turns so far (read budgets are per turn).
-    turn: u32,
+    pub(super) turn: u32,
     /// Handshake tokens left (refilled each tick up to one second's worth).
-    tokens: f64,
-    last_refill: Instant,
-    next_app_tick: Option<Instant>,
-    shutdown_deadline: Option<Instant>,
+    pub(super) tokens: f64,
+    pub(super) last_refill: Instant,
+    pub(super) next_app_tick: Option<Instant>,
+    pub(super) shutdown_deadline: Option<Instant>,
 }
 
 impl<H: Handler> Worker<H> {
@@ -544,15 +246,14 @@ impl<H: Handler> Worker<H> {
         let config = &self.core.config;
         let total = self.ips.total.fetch_add(1, Ordering::Relaxed) + 1;
         if total > config.max_connections {
-            conn.reject = Some(503);
+            conn.life = Life::Refusing(Refusal::Full);
         } else if self.ips.acquire(peer.ip()) {
             conn.counted_ip = true;
         } else {
-            conn.reject = Some(429);
+            conn.life = Life::Refusing(Refusal::PerIp);
         }
-        let due = self.core.now + config.handshake_timeout;
-        conn.timer_tick = self.core.wheel.schedule(key, conn.generation, due);
         entry.insert(conn);
+        self.core.reschedule(key);
         if self.sessions.len() <= key {
             self.sessions.resize_with(key + 1, || None);
         }
@@ -607,14 +308,14 @@ impl<H: Handler> Worker<H> {
                     return;
                 }
             }
-            if conn.ending != Ending::No {
+            if conn.life.is_lingering() {
                 // Lingering: the answer is out, what the peer still sends is discarded.
                 conn.input.clear();
                 self.rbuf.clear();
                 continue;
             }
             match conn.phase {
-                Phase::Handshake => self.on_request_bytes(key),
+                Phase::Handshake { .. } => self.on_request_bytes(key),
                 Phase::Open(_) => {
                     if own_buffer {
                         let mut input = std::mem::take(&mut self.core.conns[key].input);
@@ -635,7 +336,7 @@ impl<H: Handler> Worker<H> {
                         self.rbuf = input;
                     }
                 }
-                Phase::Http | Phase::Stream => conn.input.clear(),
+                Phase::Http | Phase::Stream | Phase::Deferred { .. } => conn.input.clear(),
             }
             let Some(conn) = self.core.conns.get_mut(key) else { return };
             if conn.input.is_empty() && conn.input.capacity() > 0 {
@@ -651,193 +352,18 @@ impl<H: Handler> Worker<H> {
             self.drop_abnormal(owner);
             return;
         }
-        if self.core.conns.get(key).is_some_and(|c| c.ending == Ending::Linger) {
+        if self.core.conns.get(key).is_some_and(|c| c.life.is_lingering()) {
             self.core.mark_dirty(key);
         }
     }
 
-    fn on_request_bytes(&mut self, key: usize) {
-        let max = self.core.config.max_request_size;
-        let input = std::mem::take(&mut self.core.conns[key].input);
-        let mut headers = [EMPTY_HEADER; MAX_HEADERS];
-        let outcome = match parse_request(&input, &mut headers, max) {
-            Ok(Status::Partial) => None,
-            Err(e) => Some(Err(e)),
-            Ok(Status::Complete(request)) => match body_len(&request) {
-                Err(()) => Some(Ok(Outcome::Respond(
-                    HttpResponse::text(400, "bad Content-Length\n"),
-                    Some(Rejection::BadRequest),
-                ))),
-                Ok(n) if n > self.core.config.max_body_size => Some(Ok(Outcome::Respond(
-                    HttpResponse::text(413, "body too large\n"),
-                    Some(Rejection::TooLarge),
-                ))),
-                Ok(n) if input.len() < request.len + n => None,
-                Ok(n) => Some(Ok(self.decide(key, &request, &input[request.len..request.len + n]))),
-            },
-        };
-        self.core.conns[key].input = input;
-        match outcome {
-            None => {}
-            Some(Err(e)) => {
-                let why = if e.status() == 431 { Rejection::TooLarge } else { Rejection::BadRequest };
-                self.core.stats().rejected(why);
-                let mut out = Vec::new();
-                e.write_response(&mut out);
-                self.respond_raw(key, &out);
-            }
-            Some(Ok(Outcome::Respond(response, why))) => {
-                if let Some(why) = why {
-                    self.core.stats().rejected(why);
-                }
-                self.respond(key, &response);
-            }
-            Some(Ok(Outcome::Reject(e, why))) => {
-                self.core.stats().rejected(why);
-                let mut out = Vec::new();
-                e.write_response(&mut out);
-                self.respond_raw(key, &out);
-            }
-            Some(Ok(Outcome::Upgrade { session, head_len, response, ws })) => {
-                self.open(key, session, head_len, response, ws);
-            }
-            Some(Ok(Outcome::Stream { session, head })) => self.open_stream(key, session, &head),
-        }
-    }
-
-    /// Looks at a complete request head and decides; touches nothing but counters.
-    fn decide(
-        &self,
-        key: usize,
-        request: &crate::proto::handshake::request::Request<'_, '_>,
-        body: &[u8],
-    ) -> Outcome<H::Session> {
-        let conn = &self.core.conns[key];
-        let config = &self.core.config;
-        if let Some(status) = conn.reject {
-            let why = if status == 429 { Rejection::PerIp } else { Rejection::Full };
-            let body =
-                if status == 429 { "too many connections from this address\n" } else { "server full\n" };
-            return Outcome::Respond(HttpResponse::text(status, body), Some(why));
-        }
-        let upgrade = request.upgrade();
-        if let Ok(up) = &upgrade {
-            if !config.allowed_origins.is_empty() {
-                let allowed = up.origin().is_some_and(|o| config.allowed_origins.iter().any(|a| a == o));
-                if !allowed {
-                    return Outcome::Respond(
-                        HttpResponse::text(403, "origin not allowed\n"),
-                        Some(Rejection::Origin),
-                    );
-                }
-            }
-        }
-        let stats = &self.core.stats;
-        let http = HttpRequest { head: request, upgrade: upgrade.is_ok(), body, peer: conn.peer, stats };
-        match self.handler.on_request(&http) {
-            Decision::Stream { session, head } => Outcome::Stream { session, head },
-            Decision::Respond(response) => {
-                let why = match response.status {
-                    200..=399 => None,
-                    400 | 404 | 405 | 426 => Some(Rejection::BadRequest),
-                    _ => Some(Rejection::App),
-                };
-                Outcome::Respond(response, why)
-            }
-            Decision::Upgrade { session, protocol } => {
-                let up = match upgrade {
-                    Ok(up) => up,
-                    Err(e) => return Outcome::Reject(e, Rejection::BadRequest),
-                };
-                let negotiated = config
-                    .deflate
-                    .as_ref()
-                    .and_then(|d| d.negotiate_response(up.extensions()).map(|p| (p, d)));
-                let params = negotiated.as_ref().map(|((p, _), d)| (*p, *d));
-                let extension = negotiated.as_ref().map(|((_, header), _)| header.as_str());
-                let mut response = Vec::with_capacity(256);
-                response::write_accept(up.key(), protocol, extension, &mut response);
-                let limits = config.limits.clone();
-                let ws = match params {
-                    Some((p, d)) => Connection::with_deflate(crate::proto::Role::Server, limits, p, d),
-                    None => Connection::new(crate::proto::Role::Server, limits, None),
-                };
-                Outcome::Upgrade { session, head_len: request.len, response, ws: Box::new(ws) }
-            }
-        }
-    }
-
-    fn respond(&mut self, key: usize, response: &HttpResponse) {
-        let mut out = Vec::with_capacity(128 + response.body.len());
-        write_head(response, Some(response.body.len()), &mut out);
-        out.extend_from_slice(&response.body);
-        self.respond_raw(key, &out);
-    }
-
-    fn open_stream(&mut self, key: usize, session: H::Session, head: &HttpResponse) {
-        let mut out = Vec::with_capacity(256);
-        write_head(head, None, &mut out);
-        out.extend_from_slice(&head.body);
-        let conn = &mut self.core.conns[key];
-        conn.phase = Phase::Stream;
-        conn.input = BytesMut::new();
-        conn.out.push(Bytes::from(out));
-        self.sessions[key] = Some(session);
-        self.core.stats().opened();
-        self.core.mark_dirty(key);
-        let id = self.core.id_of(key);
-        self.with_ctx(key, id, |handler, ctx| handler.on_open(ctx));
-    }
-
-    fn respond_raw(&mut self, key: usize, bytes: &[u8]) {
-        let conn = &mut self.core.conns[key];
-        conn.phase = Phase::Http;
-        conn.input = BytesMut::new();
-        conn.out.push(Bytes::copy_from_slice(bytes));
-        conn.ending = Ending::Linger;
-        conn.closing_since = Some(self.core.tick);
-        self.core.mark_dirty(key);
-        self.core.reschedule(key);
-    }
-
-    fn open(
-        &mut self,
-        key: usize,
-        session: H::Session,
-        head_len: usize,
-        response: Vec<u8>,
-        ws: Box<Connection>,
-    ) {
-        if let Some((owner, _)) = self.core.cork_for(key) {
-            self.drop_abnormal(owner);
-        }
-        self.core.cork.extend_from_slice(&response);
-        let conn = &mut self.core.conns[key];
-        conn.input.advance(head_len);
-        conn.phase = Phase::Open(ws);
-        conn.last_message = self.core.tick;
-        self.sessions[key] = Some(session);
-        self.core.stats().opened();
-        self.core.reschedule(key);
-        let id = self.core.id_of(key);
-        self.with_ctx(key, id, |handler, ctx| handler.on_open(ctx));
-        // The first frames may have come with the request.
-        if self.core.conns.get(key).is_some_and(|c| !c.input.is_empty()) {
-            let mut input = std::mem::take(&mut self.core.conns[key].input);
-            self.on_frames(key, &mut input);
-            if let Some(conn) = self.core.conns.get_mut(key) {
-                conn.input = input;
-            }
-        }
-    }
-
-    fn with_ctx(&mut self, key: usize, id: ConnId, f: impl FnOnce(&H, &mut Ctx<'_, H>)) {
+    pub(super) fn with_ctx(&mut self, key: usize, id: ConnId, f: impl FnOnce(&H, &mut Ctx<'_, H>)) {
         let Some(session) = self.sessions.get_mut(key).and_then(Option::as_mut) else { return };
         let mut ctx = Ctx { worker: WorkerCtx { core: &mut self.core, local: &mut self.local }, session, id };
         f(&self.handler, &mut ctx);
     }
 
-    fn on_frames(&mut self, key: usize, input: &mut BytesMut) {
+    pub(super) fn on_frames(&mut self, key: usize, input: &mut BytesMut) {
         if let Some((owner, _)) = self.core.cork_for(key) {
             self.drop_abnormal(owner);
         }
@@ -866,7 +392,7 @@ impl<H: Handler> Worker<H> {
                     continue;
                 }
             };
-            if conn.ending != Ending::No {
+            if conn.life.is_lingering() {
                 continue;
             }
             conn.last_message = self.core.tick;
@@ -892,11 +418,10 @@ impl<H: Handler> Worker<H> {
                 dirty = true;
             }
         }
-        if ws.is_closed() && conn.ending == Ending::No {
+        if ws.is_closed() && !conn.life.is_lingering() {
             // The server closes the TCP connection first (RFC 6455 §7.1.1) once the close
             // frames are exchanged; a failed connection is closed the same way.
-            conn.ending = Ending::Linger;
-            conn.closing_since.get_or_insert(self.core.tick);
+            conn.life = conn.life.linger(self.core.tick);
             dirty = true;
             closing = true;
         }
@@ -922,7 +447,7 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    fn drop_abnormal(&mut self, key: usize) {
+    pub(super) fn drop_abnormal(&mut self, key: usize) {
         self.remove(key, CloseCode::ABNORMAL, true);
     }
 
@@ -930,10 +455,15 @@ impl<H: Handler> Worker<H> {
     /// and the counters settle. The socket may linger a little longer for the TCP teardown.
     fn finalize(&mut self, key: usize, code: CloseCode, abnormal: bool) {
         let Some(conn) = self.core.conns.get_mut(key) else { return };
-        if conn.finalized || !matches!(conn.phase, Phase::Open(_) | Phase::Stream) {
+        if !matches!(conn.phase, Phase::Open(_) | Phase::Stream) {
             return;
         }
-        conn.finalized = true;
+        match &mut conn.life {
+            Life::Lingering { finalized: true, .. } => return,
+            Life::Lingering { finalized, .. } => *finalized = true,
+            // Not lingering: the connection is being removed right after.
+            Life::Running | Life::Refusing(_) | Life::ClosingHandshake { .. } => {}
+        }
         let (code, reason) = match conn.close_code.take() {
             Some((c, r)) if !abnormal => (c, r),
             _ => (code, String::new()),
@@ -997,7 +527,7 @@ impl<H: Handler> Worker<H> {
             Ok(true) => {
                 let all_said =
                     matches!(conn.phase, Phase::Http) || conn.ws().is_some_and(|ws| ws.is_closed());
-                if conn.ending == Ending::Linger && all_said {
+                if conn.life.is_lingering() && all_said {
                     // All said: half-close, then wait for the peer's EOF (or the timeout).
                     let _ = conn.stream.shutdown(Shutdown::Write);
                 }
@@ -1035,6 +565,9 @@ impl<H: Handler> Worker<H> {
                 Command::Close(id, code, reason) => {
                     self.core.close(id, code, &reason);
                 }
+                Command::Respond(id, response) => {
+                    self.core.respond_deferred(id, &response);
+                }
                 Command::User(command) => {
                     let mut ctx = WorkerCtx { core: &mut self.core, local: &mut self.local };
                     self.handler.on_command(&mut ctx, command);
@@ -1054,11 +587,19 @@ impl<H: Handler> Worker<H> {
         self.shutdown_deadline = Some(self.core.now + self.core.config.close_timeout);
         let keys: Vec<usize> = self.core.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            let open = matches!(self.core.conns[key].phase, Phase::Open(_));
-            if open {
-                self.core.close_key(key, CloseCode::GOING_AWAY, "server shutting down");
-            } else if self.core.conns[key].ending == Ending::No {
-                self.remove(key, CloseCode::GOING_AWAY, false);
+            match self.core.conns[key].phase {
+                Phase::Open(_) => {
+                    self.core.close_key(key, CloseCode::GOING_AWAY, "server shutting down");
+                }
+                // Its answer will not come now: say so, and let it be flushed.
+                Phase::Deferred { .. } => {
+                    let answer = HttpResponse::text(503, "server shutting down\n");
+                    self.core.respond(key, &answer);
+                }
+                _ if !self.core.conns[key].life.is_lingering() => {
+                    self.remove(key, CloseCode::GOING_AWAY, false);
+                }
+                _ => {}
             }
         }
     }
@@ -1078,48 +619,50 @@ impl<H: Handler> Worker<H> {
         self.due = due;
     }
 
+    /// A connection's timer came due: acts on its next timeout ([`Conn::next_timeout`]) if
+    /// that is due now, and schedules the next one.
     fn on_timer(&mut self, key: usize) {
         let tick = self.core.tick;
-        let config = Arc::clone(&self.core.config);
-        let elapsed = |since: u64, d: Duration| tick >= since + ticks(d);
-        let conn = &mut self.core.conns[key];
-        if conn.ending != Ending::No || conn.closing_since.is_some() {
-            if elapsed(conn.closing_since.unwrap_or(tick), config.close_timeout) {
-                let code = conn.close_code.as_ref().map(|(c, _)| *c);
-                match code {
+        let Some(conn) = self.core.conns.get_mut(key) else { return };
+        let Some((due, timeout)) = conn.next_timeout(&self.core.config) else { return };
+        if due > tick {
+            // Activity since it was scheduled moved it later.
+            self.core.reschedule(key);
+            return;
+        }
+        match timeout {
+            Timeout::Close => {
+                match conn.close_code.as_ref().map(|(c, _)| *c) {
                     Some(code) => self.remove(key, code, false),
                     None => self.drop_abnormal(key),
                 }
                 return;
             }
-        } else {
-            match &conn.phase {
-                Phase::Open(_) => {
-                    if let Some(sent) = conn.ping_sent {
-                        if elapsed(sent, config.ping_timeout) {
-                            self.core.stats().heartbeat_timeout();
-                            self.drop_abnormal(key);
-                            return;
-                        }
-                    } else if config.idle_timeout.is_some_and(|d| elapsed(conn.last_message, d)) {
-                        self.core.close_key(key, CloseCode::GOING_AWAY, "idle timeout");
-                    } else if config.ping_interval.is_some_and(|d| elapsed(conn.last_read, d)) {
-                        let mut ping = BytesMut::new();
-                        if let Phase::Open(ws) = &mut conn.phase {
-                            if ws.ping(b"", &mut ping).is_ok() {
-                                conn.out.push_control(&ping);
-                                conn.ping_sent = Some(tick);
-                                self.core.mark_dirty(key);
-                            }
-                        }
-                    }
-                }
-                Phase::Stream => return,
-                _ => {
-                    if elapsed(conn.last_read.min(conn.last_message), config.handshake_timeout) {
-                        self.core.stats().rejected(Rejection::Timeout);
-                        self.remove(key, CloseCode::ABNORMAL, false);
-                        return;
+            Timeout::Heartbeat => {
+                self.core.stats().heartbeat_timeout();
+                self.drop_abnormal(key);
+                return;
+            }
+            Timeout::Handshake => {
+                self.core.stats().rejected(Rejection::Timeout);
+                self.remove(key, CloseCode::ABNORMAL, false);
+                return;
+            }
+            Timeout::Deferred => {
+                self.core.stats().rejected(Rejection::DeferTimeout);
+                self.core.respond(key, &HttpResponse::text(504, "no answer in time\n"));
+                return;
+            }
+            Timeout::Idle => {
+                self.core.close_key(key, CloseCode::GOING_AWAY, "idle timeout");
+            }
+            Timeout::Ping => {
+                let mut ping = BytesMut::new();
+                if let Phase::Open(ws) = &mut conn.phase {
+                    if ws.ping(b"", &mut ping).is_ok() {
+                        conn.out.push_control(&ping);
+                        conn.ping_sent = Some(tick);
+                        self.core.mark_dirty(key);
                     }
                 }
             }
@@ -1144,39 +687,4 @@ impl<H: Handler> Worker<H> {
         self.handler.on_tick(&mut ctx);
         Some(start)
     }
-}
-
-/// Writes a status line and headers; `Content-Length` when the length is known, else the
-/// answer is a stream (closed by either side).
-fn write_head(response: &HttpResponse, length: Option<usize>, out: &mut Vec<u8>) {
-    let reason = response::reason_phrase(response.status);
-    out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", response.status, reason).as_bytes());
-    for (name, value) in &response.headers {
-        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
-    }
-    match length {
-        Some(n) => {
-            out.extend_from_slice(format!("Content-Length: {n}\r\nConnection: close\r\n\r\n").as_bytes())
-        }
-        None => out.extend_from_slice(b"Cache-Control: no-cache\r\nConnection: keep-alive\r\n\r\n"),
-    }
-}
-
-fn ticks(d: Duration) -> u64 {
-    (d.as_nanos().div_ceil(TICK.as_nanos())) as u64
-}
-
-/// The declared body length of a request (0 without `Content-Length`).
-fn body_len(request: &crate::proto::handshake::request::Request<'_, '_>) -> Result<usize, ()> {
-    match request.header("content-length") {
-        None => Ok(0),
-        Some(value) => std::str::from_utf8(value).ok().and_then(|v| v.trim().parse().ok()).ok_or(()),
-    }
-}
-
-enum Outcome<S> {
-    Stream { session: S, head: HttpResponse },
-    Respond(HttpResponse, Option<Rejection>),
-    Reject(HandshakeError, Rejection),
-    Upgrade { session: S, head_len: usize, response: Vec<u8>, ws: Box<Connection> },
 }

@@ -154,7 +154,7 @@ impl Peer {
 
     /// Masks `payload` with a fixed key into a frame with the given first byte.
     pub fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
-        hibiki::proto::fuzzing::masked_frame(first, payload, [1, 2, 3, 4])
+        masked_frame(first, payload, [1, 2, 3, 4])
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
@@ -225,6 +225,27 @@ impl Peer {
         }
         false
     }
+}
+
+/// A client frame as the wire carries it: `first` is the first byte as given (FIN, RSV bits and
+/// opcode, so reserved values can be sent too), then the mask bit with the shortest length
+/// encoding (RFC 6455 §5.2), the key, and the payload XORed with it (§5.3).
+pub fn masked_frame(first: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
+    let mut out = vec![first];
+    match payload.len() {
+        n @ 0..=125 => out.push(0x80 | n as u8),
+        n @ 126..=0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&key);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    out
 }
 
 /// Sends a raw HTTP request and reads the whole answer (until the server closes).

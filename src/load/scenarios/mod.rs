@@ -8,6 +8,7 @@ mod echo;
 mod idle;
 mod pacer;
 mod room;
+mod seqs;
 
 use hdrhistogram::Histogram;
 
@@ -16,6 +17,7 @@ pub(crate) use connect::Connect;
 pub(crate) use echo::Echo;
 pub(crate) use idle::Idle;
 pub(crate) use room::{App, AppPlan};
+pub(crate) use seqs::{Seqs, Track, account};
 
 /// A histogram of microseconds from 1 µs to 60 s at 3 significant digits.
 pub(crate) fn histogram() -> Histogram<u64> {
@@ -71,6 +73,19 @@ pub(crate) struct Tally {
     pub(crate) join_failed: u64,
     /// Tick: batches received in the window.
     pub(crate) batches: u64,
+    /// Room, tick: publishes acked ok.
+    pub(crate) acks_ok: u64,
+    /// Room, tick: publishes answered with a failed ack.
+    pub(crate) acks_failed: u64,
+    /// Room, tick: the seqs the publishers' acks carried.
+    pub(crate) acked: Seqs,
+    /// Tick: of those, the seqs of messages with a key.
+    pub(crate) keyed: Seqs,
+    /// Room, tick: each joined subscriber's view of the room's seqs.
+    pub(crate) tracks: Vec<Track>,
+    /// Room, tick: the distinct epochs the acks named (more than one: the room's numbering
+    /// started over during the run).
+    pub(crate) epochs: Vec<Vec<u8>>,
 }
 
 impl Tally {
@@ -89,10 +104,16 @@ impl Tally {
             joined: 0,
             join_failed: 0,
             batches: 0,
+            acks_ok: 0,
+            acks_failed: 0,
+            acked: Seqs::default(),
+            keyed: Seqs::default(),
+            tracks: Vec::new(),
+            epochs: Vec::new(),
         }
     }
 
-    pub(crate) fn merge(&mut self, other: &Self) {
+    pub(crate) fn merge(&mut self, other: Self) {
         self.sent += other.sent;
         self.received += other.received;
         self.received_total += other.received_total;
@@ -103,6 +124,16 @@ impl Tally {
         self.joined += other.joined;
         self.join_failed += other.join_failed;
         self.batches += other.batches;
+        self.acks_ok += other.acks_ok;
+        self.acks_failed += other.acks_failed;
+        self.acked.merge(other.acked);
+        self.keyed.merge(other.keyed);
+        self.tracks.extend(other.tracks);
+        for epoch in other.epochs {
+            if !self.epochs.contains(&epoch) {
+                self.epochs.push(epoch);
+            }
+        }
         let _ = self.latency.add(&other.latency);
         let _ = self.jitter.add(&other.jitter);
         let _ = self.tick_delay.add(&other.tick_delay);

@@ -2,29 +2,42 @@
 //!
 //! Subscribers send `join` (with an `id`) when they open and count as members once the `ack`
 //! says `ok`; the run starts when every subscriber has its answer (or none came for the
-//! settle time). Publishers do not join: they send `publish` with `"echo": false`, whose
-//! `data` is a string of `payload` bytes starting with `t=SEND_NS;s=SEQ;` (send time since the
-//! run started, sequence number `publisher << 40 | count`) and padded with `x`.
+//! settle time). Publishers do not join: they send `publish` with `"echo": false` and an `id`
+//! (the stamp's sequence number), whose `data` is a string of `payload` bytes starting with
+//! `t=SEND_NS;s=SEQ;` (send time since the run started, sequence number
+//! `publisher << 40 | count`) and padded with `x`. Each publish's ack carries the room's `seq`
+//! of the message: the seqs every member is owed.
 //!
 //! Receivers do not parse JSON: the envelope's type is its first bytes (`{"type":"message"`,
-//! `{"type":"batch"`, `{"type":"ack"`), and each delivery is found by its `"t=` marker. In a
-//! tick room a member gets one `batch` per tick holding any number of messages: each message's
-//! latency is measured to the batch's arrival, and the batch's inter-arrival time against the
-//! tick period gives the jitter. Half the tick publishes carry `"key":"pos"`, so the server
-//! may replace an unsent one with a newer one.
+//! `{"type":"batch"`, `{"type":"ack"`), each delivery is found by its `"t=` marker, and its
+//! room seq is the last `"seq":` before the marker (the server writes `room, seq, from, data`
+//! in that order). Each member counts what it saw of the seqs ([`Track`]): lost, duplicated,
+//! reordered, and the gaps the server announced (`history_gap`). In a tick room a member gets
+//! one `batch` per tick holding any number of messages: each message's latency is measured to
+//! the batch's arrival, and the batch's inter-arrival time against the tick period gives the
+//! jitter. Half the tick publishes carry `"key":"pos"`, so the server may replace an unsent
+//! one with a newer one (counted as replaced, not lost).
 
 use std::io::Write as _;
 use std::sync::atomic::Ordering;
 
 use super::super::driver::{Conns, Shared, Timeline, Workload};
-use super::Tally;
+use super::super::target::Route;
 use super::pacer::{PUBLISHER_SHIFT, Pacer};
+use super::{Tally, Track};
 
 const MESSAGE: &[u8] = b"{\"type\":\"message\"";
 const BATCH: &[u8] = b"{\"type\":\"batch\"";
 const ACK: &[u8] = b"{\"type\":\"ack\"";
 const ERROR: &[u8] = b"{\"type\":\"error\"";
 const MARKER: &[u8] = b"\"t=";
+const SEQ: &[u8] = b"\"seq\":";
+const ID: &[u8] = b"\"id\":";
+const OK: &[u8] = b"\"ok\":true";
+const GAP: &[u8] = b"\"history_gap\"";
+const EPOCH: &[u8] = b"\"epoch\":\"";
+/// The start of every publish envelope, up to its id.
+const PUBLISH: &[u8] = b"{\"type\":\"publish\",\"id\":";
 
 /// Where a connection stands with its room.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -44,6 +57,10 @@ enum Join {
 pub(crate) struct AppPeer {
     join: Join,
     publisher: Option<u64>,
+    /// The node (index of the run's URLs) the connection went to.
+    node: usize,
+    /// A member: its index in the thread's tracks.
+    track: Option<usize>,
     /// Tick: when the previous batch arrived.
     last_batch: u64,
 }
@@ -63,12 +80,16 @@ pub(crate) struct AppPlan {
     pub(crate) tick_hz: Option<f64>,
     /// How long to wait without any join answer before starting anyway, ns.
     pub(crate) settle: u64,
+    /// The most seqs one member's bitmap spans (more than the run can publish): a seq
+    /// farther away is not of this run.
+    pub(crate) span: u64,
 }
 
 /// The room or tick workload of one thread.
 #[derive(Debug)]
 pub(crate) struct App<'a> {
     shared: &'a Shared,
+    route: &'a Route,
     publishers: usize,
     /// Tick: nanoseconds between two server ticks.
     tick_period: Option<f64>,
@@ -90,18 +111,23 @@ pub(crate) struct App<'a> {
     last_progress: u64,
     settle: u64,
     published: u64,
+    span: u64,
+    /// Members of this thread (indexed by [`AppPeer::track`]).
+    tracks: Vec<Track>,
+    /// Deliveries new to their member, over the run and the drain.
+    fresh: u64,
     tally: Tally,
 }
 
 impl<'a> App<'a> {
-    pub(crate) fn new(shared: &'a Shared, plan: &AppPlan) -> Self {
+    pub(crate) fn new(shared: &'a Shared, route: &'a Route, plan: &AppPlan) -> Self {
         let room = serde_json::to_string(&plan.room).unwrap_or_else(|_| "\"\"".into());
         let join = format!(r#"{{"type":"join","id":1,"payload":{{"room":{room}}}}}"#).into_bytes();
-        let head = format!(r#"{{"type":"publish","payload":{{"room":{room},"echo":false,"data":""#);
-        let head_keyed =
-            format!(r#"{{"type":"publish","payload":{{"room":{room},"echo":false,"key":"pos","data":""#);
+        let head = format!(r#","payload":{{"room":{room},"echo":false,"data":""#);
+        let head_keyed = format!(r#","payload":{{"room":{room},"echo":false,"key":"pos","data":""#);
         Self {
             shared,
+            route,
             publishers: plan.publishers,
             tick_period: plan.tick_hz.map(|hz| 1e9 / hz),
             payload: plan.payload,
@@ -118,7 +144,37 @@ impl<'a> App<'a> {
             last_progress: 0,
             settle: plan.settle,
             published: 0,
+            span: plan.span,
+            tracks: Vec::new(),
+            fresh: 0,
             tally: Tally::new(),
+        }
+    }
+
+    /// Whether the publish stamped `seq` carries the `pos` key: every other one in a tick room.
+    fn keyed(&self, seq: u64) -> bool {
+        keyed(self.tick_period.is_some(), seq)
+    }
+
+    /// A publisher's ack: ok ones carry the message's room seq.
+    fn on_ack(&mut self, body: &[u8]) {
+        if find(body, OK).is_none() {
+            self.tally.acks_failed += 1;
+            self.tally.errors += 1;
+            return;
+        }
+        self.tally.acks_ok += 1;
+        if let Some(at) = find(body, EPOCH) {
+            let epoch = &body[at + EPOCH.len()..];
+            let epoch = &epoch[..epoch.iter().position(|&b| b == b'"').unwrap_or(epoch.len())];
+            if !self.tally.epochs.iter().any(|e| e == epoch) {
+                self.tally.epochs.push(epoch.to_vec());
+            }
+        }
+        let Some(seq) = number_after(body, SEQ).filter(|&seq| seq > 0) else { return };
+        self.tally.acked.insert(seq);
+        if number_after(body, ID).is_some_and(|id| self.keyed(id)) {
+            self.tally.keyed.insert(seq);
         }
     }
 
@@ -129,11 +185,13 @@ impl<'a> App<'a> {
         write_envelope(&mut self.buf, head, self.payload, now, seq);
     }
 
-    /// Counts the deliveries stamped in `body`, received at `now`.
-    fn deliveries(&mut self, body: &[u8], now: u64) {
+    /// Counts the deliveries stamped in `body`, received at `now` by the member with `track`.
+    fn deliveries(&mut self, body: &[u8], now: u64, track: Option<usize>) {
         let measuring = self.timeline.is_some_and(|tl| tl.measuring(now));
         let mut rest = body;
         while let Some(at) = find(rest, MARKER) {
+            // The message's room seq comes before its data.
+            let room_seq = last_number(&rest[..at], SEQ);
             rest = &rest[at + MARKER.len()..];
             let Some((sent_at, seq)) = parse_stamp(rest) else {
                 self.tally.errors += 1;
@@ -148,8 +206,32 @@ impl<'a> App<'a> {
                 self.tally.received += 1;
                 self.tally.latency.saturating_record(now.saturating_sub(sent_at) / 1000);
             }
+            // What the drain waits for: deliveries new to their member (a repeat does not
+            // stand in for a message still on its way).
+            self.fresh += u64::from(match (track, room_seq.filter(|&s| s > 0)) {
+                (Some(t), Some(room_seq)) => self.tracks[t].see(room_seq, self.span),
+                _ => true,
+            });
         }
     }
+}
+
+/// Whether the publish stamped `seq` carries the `pos` key: in a tick room, every other one
+/// of each publisher.
+fn keyed(tick: bool, seq: u64) -> bool {
+    tick && (seq & ((1 << PUBLISHER_SHIFT) - 1)) % 2 == 0
+}
+
+/// The number after the first `key` in `body` (`"seq":12` -> 12).
+fn number_after(body: &[u8], key: &[u8]) -> Option<u64> {
+    let at = find(body, key)?;
+    digits(&body[at + key.len()..]).map(|(n, _)| n)
+}
+
+/// The number after the last `key` in `hay`.
+fn last_number(hay: &[u8], key: &[u8]) -> Option<u64> {
+    let at = hay.windows(key.len()).rposition(|w| w == key)?;
+    digits(&hay[at + key.len()..]).map(|(n, _)| n)
 }
 
 /// The `ts` a batch ends with (`...],"ts":1700000000000}`): when the server's tick ran, ms.
@@ -198,7 +280,7 @@ impl Workload for App<'_> {
     fn peer(&mut self, slot: usize) -> AppPeer {
         let publisher = (slot < self.publishers).then_some(slot as u64);
         let join = if publisher.is_some() { Join::Publisher } else { Join::Waiting };
-        AppPeer { join, publisher, last_batch: 0 }
+        AppPeer { join, publisher, node: self.route.node(slot), track: None, last_batch: 0 }
     }
 
     fn on_open(&mut self, conns: &mut Conns<AppPeer>, key: usize, now: u64) {
@@ -235,8 +317,10 @@ impl Workload for App<'_> {
                 if payload.starts_with(ACK) {
                     self.waiting -= 1;
                     self.last_progress = now;
-                    if self.timeline.is_none() && find(payload, b"\"ok\":true").is_some() {
+                    if self.timeline.is_none() && find(payload, OK).is_some() {
                         peer.join = Join::Joined;
+                        peer.track = Some(self.tracks.len());
+                        self.tracks.push(Track::new(peer.node));
                         self.joined += 1;
                     } else {
                         peer.join = Join::Out;
@@ -248,15 +332,18 @@ impl Workload for App<'_> {
                 return;
             }
             Join::Publisher => {
-                if payload.starts_with(ERROR) {
+                if payload.starts_with(ACK) {
+                    self.on_ack(payload);
+                } else if payload.starts_with(ERROR) {
                     self.tally.errors += 1;
                 }
                 return;
             }
             Join::Out => return,
         }
+        let track = peer.track;
         match self.tick_period {
-            None if payload.starts_with(MESSAGE) => self.deliveries(payload, now),
+            None if payload.starts_with(MESSAGE) => self.deliveries(payload, now, track),
             Some(period) if payload.starts_with(BATCH) => {
                 if let Some(tl) = self.timeline {
                     if tl.measuring(now) {
@@ -280,9 +367,16 @@ impl Workload for App<'_> {
                         }
                     }
                 }
-                self.deliveries(payload, now);
+                self.deliveries(payload, now, track);
             }
-            _ if payload.starts_with(ERROR) => self.tally.errors += 1,
+            _ if payload.starts_with(ERROR) || payload.starts_with(ACK) => {
+                // A gap announced: an error, or a failed ack (of a resume), saying history_gap.
+                match track.filter(|_| find(payload, GAP).is_some()) {
+                    Some(t) => self.tracks[t].gaps += 1,
+                    None if payload.starts_with(ERROR) => self.tally.errors += 1,
+                    None => {}
+                }
+            }
             // Presence, user_joined and the like.
             _ => {}
         }
@@ -306,9 +400,8 @@ impl Workload for App<'_> {
         let tick = self.tick_period.is_some();
         let (buf, head, head_keyed, payload) = (&mut self.buf, &self.head, &self.head_keyed, self.payload);
         let (sent, next) = self.pacer.run(timeline.start, now, |key, seq| {
-            // In a tick room every other message of a publisher carries the "pos" key.
-            let keyed = tick && (seq & ((1 << PUBLISHER_SHIFT) - 1)) % 2 == 0;
-            write_envelope(buf, if keyed { head_keyed } else { head }, payload, now, seq);
+            let head = if keyed(tick, seq) { head_keyed } else { head };
+            write_envelope(buf, head, payload, now, seq);
             conns.send_text(key, buf)
         });
         self.published += sent;
@@ -323,7 +416,8 @@ impl Workload for App<'_> {
 
     fn drained(&self) -> bool {
         self.shared.publish_done.load(Ordering::Acquire) == self.shared.threads
-            && self.tally.received_total >= self.shared.published.load(Ordering::Acquire) * self.tally.joined
+            && self.tally.acks_ok + self.tally.acks_failed >= self.published
+            && self.fresh >= self.shared.published.load(Ordering::Acquire) * self.tally.joined
     }
 
     fn received(&self) -> u64 {
@@ -332,14 +426,20 @@ impl Workload for App<'_> {
 
     fn finish(mut self) -> Tally {
         self.tally.sent = self.published;
+        // A seq far from the others: not a message of this run.
+        self.tally.errors += self.tracks.iter().map(|t| t.out_of_range).sum::<u64>();
+        self.tally.tracks = self.tracks;
         self.tally
     }
 }
 
-/// A publish envelope: `head` (the envelope up to the opening quote of `data`), then the stamp
-/// `t=NOW;s=SEQ;` padded with `x` to `payload` bytes, then the closing `"}}`.
+/// A publish envelope with id `seq`: `head` (the envelope after the id, up to the opening
+/// quote of `data`), then the stamp `t=NOW;s=SEQ;` padded with `x` to `payload` bytes, then
+/// the closing `"}}`.
 fn write_envelope(buf: &mut Vec<u8>, head: &[u8], payload: usize, now: u64, seq: u64) {
     buf.clear();
+    buf.extend_from_slice(PUBLISH);
+    let _ = write!(buf, "{seq}");
     buf.extend_from_slice(head);
     let start = buf.len();
     let _ = write!(buf, "t={now};s={seq};");
@@ -352,6 +452,7 @@ fn write_envelope(buf: &mut Vec<u8>, head: &[u8], payload: usize, now: u64, seq:
 mod tests {
     use std::time::Duration;
 
+    use super::super::Seqs;
     use super::*;
 
     #[test]
@@ -364,6 +465,8 @@ mod tests {
     #[test]
     fn publishes_and_reads_stamps() {
         let shared = Shared::new(1, Duration::ZERO, Duration::from_secs(1));
+        let url = ["ws://127.0.0.1:1/ws".to_string()];
+        let route = Route::resolve(&url, &url, 2).unwrap();
         let plan = AppPlan {
             room: "chat:bench".into(),
             publishers: 2,
@@ -371,24 +474,49 @@ mod tests {
             payload: 40,
             tick_hz: None,
             settle: 1,
+            span: 1 << 16,
         };
-        let mut app = App::new(&shared, &plan);
+        let mut app = App::new(&shared, &route, &plan);
         app.envelope(123_456_789, 1 << PUBLISHER_SHIFT | 42, true);
         let text = std::str::from_utf8(&app.buf).unwrap();
         let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(value["id"], 1u64 << PUBLISHER_SHIFT | 42, "the id is the stamp's sequence number");
         assert_eq!(value["payload"]["room"], "chat:bench");
         assert_eq!(value["payload"]["echo"], false);
         assert_eq!(value["payload"]["key"], "pos");
         let data = value["payload"]["data"].as_str().unwrap();
         assert_eq!(data.len(), 40);
         assert!(data.starts_with("t=123456789;s=1099511627818;xx"), "{data}");
-        // As the server sends it, twice in a batch.
-        let message = format!(r#"{{"type":"message","payload":{{"room":"chat:bench","data":"{data}"}}}}"#);
-        app.deliveries(format!(r#"{{"type":"batch","payload":[{message},{message}]}}"#).as_bytes(), 1);
+        // As the server sends it (room, seq, from, data), twice in a batch, after an event
+        // that has a seq of its own.
+        let message = |seq: u64| {
+            format!(
+                r#"{{"type":"message","payload":{{"room":"chat:bench","seq":{seq},"from":"anon-1","data":"{data}","ts":1}},"ts":1}}"#
+            )
+        };
+        let read = r#"{"type":"messages_read","payload":{"room":"chat:bench","user":"u","seq":99}}"#;
+        let batch = format!(r#"{{"type":"batch","payload":[{read},{},{}]}}"#, message(7), message(7));
+        app.tracks.push(Track::new(0));
+        app.deliveries(batch.as_bytes(), 1, Some(0));
         assert_eq!((app.tally.received_total, app.tally.errors), (2, 0));
-        app.deliveries(br#"{"data":"t=12;s=99999999999999;"}"#, 1);
-        app.deliveries(br#"{"data":"t=12;q"}"#, 1);
-        assert_eq!((app.tally.received_total, app.tally.errors), (2, 2));
+        app.deliveries(message(5).as_bytes(), 1, Some(0));
+        let mut seven = Seqs::default();
+        seven.insert(7);
+        let track = &app.tracks[0];
+        assert_eq!((track.duplicated, track.reordered, track.missing(&seven)), (1, 1, 0), "7 twice, then 5");
+        app.deliveries(br#"{"data":"t=12;s=99999999999999;"}"#, 1, Some(0));
+        app.deliveries(br#"{"data":"t=12;q"}"#, 1, Some(0));
+        assert_eq!((app.tally.received_total, app.tally.errors), (3, 2));
+        // Acks: the seq (keyed or not by the id), or a failure.
+        app.on_ack(br#"{"type":"ack","id":4,"payload":{"id":4,"ok":true,"seq":12,"epoch":"e"},"ts":1}"#);
+        app.on_ack(br#"{"type":"ack","id":5,"payload":{"id":5,"ok":false,"error":{"code":"unavailable"}}}"#);
+        assert_eq!((app.tally.acks_ok, app.tally.acks_failed, app.tally.acked.len()), (1, 1, 1));
+        assert_eq!(app.tally.keyed.len(), 0, "a plain room has no keyed messages");
+        app.on_ack(br#"{"type":"ack","id":6,"payload":{"id":6,"ok":true,"seq":13,"epoch":"e"},"ts":1}"#);
+        app.on_ack(br#"{"type":"ack","id":7,"payload":{"id":7,"ok":true,"seq":1,"epoch":"f"},"ts":1}"#);
+        assert_eq!(app.tally.epochs, [b"e".to_vec(), b"f".to_vec()], "the numbering started over once");
+        assert_eq!(last_number(b"\"seq\":1,\"seq\":23,x", SEQ), Some(23));
+        assert_eq!(number_after(b"{\"id\":77,", ID), Some(77));
         assert_eq!(parse_stamp(b"5;s=7;x"), Some((5, 7)));
         assert_eq!(find(b"abc\"t=", MARKER), Some(3));
         assert_eq!(find(b"\"t", MARKER), None);

@@ -144,6 +144,29 @@ impl<'b, 'h> Request<'b, 'h> {
         if valid { str::from_utf8(token).ok() } else { None }
     }
 
+    /// Whether this request tries to open a WebSocket, and if so, whether it is a valid
+    /// opening handshake: `None` for a plain HTTP request, else [`Request::upgrade`].
+    ///
+    /// A request is an attempt when it carries `Upgrade: websocket` (the token, ASCII
+    /// case-insensitive, in any `Upgrade` header), a `Sec-WebSocket-Key` or a
+    /// `Sec-WebSocket-Version`: headers only a WebSocket client sends. A server answers a failed
+    /// attempt with the error's status whatever the path: "If the server, while reading the
+    /// handshake, finds that the client did not send a handshake that matches the description
+    /// below (note that as per \[RFC2616\], the order of the header fields is not important),
+    /// including but not limited to any violations of the ABNF grammar specified for the
+    /// components of the handshake, the server MUST stop processing the client's handshake and
+    /// return an HTTP response with an appropriate error code (such as 400 Bad Request)"
+    /// (RFC 6455 §4.2.1). A request with none of them (a browser fetching the page, a `curl`
+    /// of a WebSocket path) is left to the application, which may answer `426 Upgrade
+    /// Required`.
+    pub fn upgrade_attempt(&self) -> Option<Result<Upgrade<'b, 'h>, HandshakeError>> {
+        let headers = self.headers;
+        let attempt = parse::list_contains(headers, "upgrade", "websocket")
+            || parse::first(headers, "sec-websocket-key").is_some()
+            || parse::first(headers, "sec-websocket-version").is_some();
+        attempt.then(|| self.upgrade())
+    }
+
     /// Checks that this request is a WebSocket opening handshake (RFC 6455 §4.2.1) and returns
     /// what the server needs to answer it.
     ///
@@ -401,6 +424,39 @@ mod tests {
         ] {
             parse(bad, |r| assert_eq!(r, Err(MalformedRequest)));
         }
+    }
+
+    #[test]
+    fn upgrade_attempts() {
+        use HandshakeError::*;
+        let attempt = |buf: &[u8]| {
+            let mut headers = [EMPTY_HEADER; MAX_HEADERS];
+            let req = parse_request(buf, &mut headers, DEFAULT_MAX_REQUEST_SIZE).unwrap().complete().unwrap();
+            req.upgrade_attempt().map(|r| r.map(|up| up.key().to_vec()))
+        };
+        assert_eq!(attempt(RFC), Some(Ok(b"dGhlIHNhbXBsZSBub25jZQ==".to_vec())));
+        // Plain requests: nothing WebSocket about them, even with another Upgrade.
+        assert_eq!(attempt(b"GET /chat HTTP/1.1\r\nHost: h\r\n\r\n"), None);
+        assert_eq!(attempt(b"POST /chat HTTP/1.0\r\n\r\n"), None);
+        assert_eq!(
+            attempt(b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"),
+            None
+        );
+        // Attempts that fail, each with the error the server answers.
+        assert_eq!(
+            attempt(&edit("Sec-WebSocket-Version", "Sec-WebSocket-Version: 8")),
+            Some(Err(UnsupportedVersion))
+        );
+        assert_eq!(attempt(&edit("Sec-WebSocket-Version", "")), Some(Err(UnsupportedVersion)));
+        assert_eq!(attempt(&edit("Sec-WebSocket-Key", "")), Some(Err(BadKey)));
+        assert_eq!(attempt(&edit("Connection", "")), Some(Err(ConnectionNotUpgrade)));
+        assert_eq!(attempt(&edit("Upgrade", "")), Some(Err(NotUpgrade)), "the key and version say WebSocket");
+        assert_eq!(attempt(&edit("Upgrade", "Upgrade: h2c")), Some(Err(NotUpgrade)));
+        assert_eq!(attempt(&[b"POST".as_slice(), &RFC[3..]].concat()), Some(Err(MethodNotAllowed)));
+        let old = str::from_utf8(RFC).unwrap().replacen("HTTP/1.1", "HTTP/1.0", 1);
+        assert_eq!(attempt(old.as_bytes()), Some(Err(OldHttpVersion)));
+        let only_upgrade = b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\n\r\n";
+        assert_eq!(attempt(only_upgrade), Some(Err(ConnectionNotUpgrade)));
     }
 
     #[test]

@@ -97,13 +97,22 @@ pub fn write_accept(key: &[u8], protocol: Option<&str>, extensions: Option<&str>
     out.extend_from_slice(b"\r\n");
 }
 
+/// The `Connection` value of a response after which the server closes: `close`, and with an
+/// `Upgrade` header (a 426) also the `upgrade` option, as RFC 9110 §7.8 asks: "When Upgrade is
+/// sent, the sender MUST also send a Connection header field (Section 7.6.1) that contains an
+/// "upgrade" connection option, in order to prevent Upgrade from being accidentally forwarded
+/// by intermediaries that might not implement the listed protocols."
+pub(crate) fn connection_close(upgrade: bool) -> &'static str {
+    if upgrade { "Upgrade, close" } else { "close" }
+}
+
 /// Appends a complete error response that closes the connection:
 ///
 /// ```text
 /// HTTP/1.1 <status> <reason_phrase(status)>
 /// Content-Type: text/plain; charset=utf-8
 /// Content-Length: <body.len()>
-/// Connection: close
+/// Connection: close                     (Connection: Upgrade, close with an Upgrade header)
 /// <extra_headers...>
 ///
 /// <body>
@@ -116,14 +125,16 @@ pub fn write_accept(key: &[u8], protocol: Option<&str>, extensions: Option<&str>
 pub fn write_error(status: u16, extra_headers: &[(&str, &str)], body: &str, out: &mut Vec<u8>) {
     assert!((100..1000).contains(&status), "invalid HTTP status {status}");
     // Writing into a Vec cannot fail.
+    let upgrade = extra_headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("upgrade"));
     let _ = write!(
         out,
         "HTTP/1.1 {status} {}\r\n\
          Content-Type: text/plain; charset=utf-8\r\n\
          Content-Length: {}\r\n\
-         Connection: close\r\n",
+         Connection: {}\r\n",
         reason_phrase(status),
         body.len(),
+        connection_close(upgrade),
     );
     for (name, value) in extra_headers {
         write_header(out, name, value.as_bytes());
@@ -134,7 +145,7 @@ pub fn write_error(status: u16, extra_headers: &[(&str, &str)], body: &str, out:
 
 impl HandshakeError {
     /// Appends the response a server answers this error with ([`Self::status`]), a short
-    /// plain-text body, and `Connection: close`.
+    /// plain-text body, and `Connection: close` (`Connection: Upgrade, close` for a 426).
     ///
     /// A 405 carries `Allow: GET` ("The origin server MUST generate an Allow header field in a
     /// 405 response", RFC 9110 §15.5.6); a 426 carries `Sec-WebSocket-Version: 13` and
@@ -181,7 +192,8 @@ mod tests {
         let t = text(&out);
         assert!(t.starts_with("HTTP/1.1 426 Upgrade Required\r\n"), "{t}");
         assert!(t.contains("\r\nSec-WebSocket-Version: 13\r\n"));
-        assert!(t.contains("\r\nConnection: close\r\n"));
+        assert!(t.contains("\r\nUpgrade: websocket\r\n"));
+        assert!(t.contains("\r\nConnection: Upgrade, close\r\n"), "{t}");
         let body = HandshakeError::UnsupportedVersion.description();
         assert!(t.ends_with(&format!("\r\n\r\n{body}")));
         assert!(t.contains(&format!("\r\nContent-Length: {}\r\n", body.len())));
@@ -190,6 +202,7 @@ mod tests {
         HandshakeError::MethodNotAllowed.write_response(&mut out);
         let t = text(&out);
         assert!(t.starts_with("HTTP/1.1 405 Method Not Allowed\r\n") && t.contains("\r\nAllow: GET\r\n"));
+        assert!(t.contains("\r\nConnection: close\r\n"), "{t}");
 
         out.clear();
         HandshakeError::TooLarge.write_response(&mut out);
