@@ -190,3 +190,41 @@ fn rooms_without_members_on_a_node_are_not_subscribed_there() {
     );
     let _: Value = json!(null);
 }
+
+#[test]
+fn the_publish_api_and_sse_streams_work_across_nodes() {
+    use std::io::{Read, Write};
+    let (a, b) = two_nodes("api");
+    let publish = |data: i64| {
+        let body = json!({"room": "news", "data": data}).to_string();
+        let request = format!(
+            "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer api-key\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        common::http(a.local_addr(), request.as_bytes())
+    };
+    for i in 1..=3 {
+        let answer = publish(i);
+        assert_eq!(common::status_of(&answer), 200, "{answer}");
+        assert!(answer.contains(&format!("\"seq\":{i}")), "{answer}");
+    }
+    // An SSE stream on the other node, resuming after 1.
+    let mut stream = std::net::TcpStream::connect(b.local_addr()).unwrap();
+    stream.write_all(b"GET /sse?room=news HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 1\r\n\r\n").unwrap();
+    stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let (mut got, mut chunk, mut published) = (String::new(), [0u8; 4096], false);
+    for _ in 0..50 {
+        if let Ok(n) = stream.read(&mut chunk) {
+            got.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+        if got.contains("id: 3\n") && !published {
+            assert_eq!(common::status_of(&publish(4)), 200);
+            published = true;
+        }
+        if got.contains("id: 4\n") {
+            break;
+        }
+    }
+    let ids: Vec<&str> = got.lines().filter(|l| l.starts_with("id: ")).collect();
+    assert_eq!(ids, ["id: 2", "id: 3", "id: 4"], "{got}");
+}

@@ -217,6 +217,14 @@ fn a_node_without_redis_answers_unavailable_at_once_and_serves_the_rest() {
         assert_eq!(ack["error"]["code"], "unavailable", "{ack}");
         assert!(sent.elapsed() < Duration::from_millis(100), "{kind} answered in {:?}", sent.elapsed());
     }
+    let body = json!({"room": "news", "data": 1}).to_string();
+    let request = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer api-key\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = common::http(server.local_addr(), request.as_bytes());
+    assert_eq!(common::status_of(&answer), 503, "{answer}");
+    assert!(answer.contains("Retry-After: 1"), "{answer}");
     let mut echo = common::Peer::connect(server.local_addr(), "/echo");
     echo.send_text("still here");
     assert!(matches!(echo.recv(), hibiki::proto::Event::Text(t) if &t[..] == b"still here"));
