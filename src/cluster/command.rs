@@ -246,7 +246,6 @@ pub(crate) fn run(cluster: Arc<Cluster>, index: usize) {
                 Ok(made) => {
                     backoff.reset();
                     writer = Some(made);
-                    cluster.on_commands_up(index);
                 }
                 Err(why) => {
                     tracing::debug!(shard = index, "redis connect failed: {why}");
@@ -305,6 +304,8 @@ fn open(cluster: &Arc<Cluster>, index: usize) -> Result<(TcpStream, Arc<Link>), 
         broken: AtomicBool::new(false),
     });
     let mut buf = Vec::new();
+    // The shard is up once Redis loaded every script (a server that cannot is of no use).
+    let loading = Arc::new(std::sync::atomic::AtomicUsize::new(SCRIPTS.len()));
     {
         let mut flights = lock(&link.flights);
         for lua in SCRIPTS.iter() {
@@ -312,11 +313,16 @@ fn open(cluster: &Arc<Cluster>, index: usize) -> Result<(TcpStream, Arc<Link>), 
             cmd.arg("LOAD").arg(lua.source);
             cmd.write_packed_command(&mut buf);
             let (name, sha, check) = (lua.name, lua.sha.as_str(), Arc::clone(&link));
+            let (c, loading) = (Arc::clone(cluster), Arc::clone(&loading));
             let done: OnReply = Box::new(move |r| {
-                // A server that does not load the scripts as Redis does is of no use.
                 if !matches!(&r, Ok(Value::BulkString(b)) if b == sha.as_bytes()) {
                     tracing::warn!("SCRIPT LOAD {name} answered {r:?}: closing the connection");
                     check.close();
+                    return;
+                }
+                if loading.fetch_sub(1, Ordering::SeqCst) == 1 && !check.broken.load(Ordering::SeqCst) {
+                    c.shards[index].commands.up.store(true, Ordering::SeqCst);
+                    c.on_commands_up(index);
                 }
             });
             flights.push_back(Some(Job::new(Call::Cmd(redis::Cmd::new()), cluster.settings.timeout, done)));
@@ -329,7 +335,7 @@ fn open(cluster: &Arc<Cluster>, index: usize) -> Result<(TcpStream, Arc<Link>), 
         .spawn(move || read(&c, index, &l, reader))
         .map_err(|e| e.to_string())?;
     *lock(&shard.commands.link) = Some(Arc::clone(&link));
-    shard.commands.up.store(true, Ordering::SeqCst);
+    *lock(&shard.commands.reason) = "loading the scripts".into();
     Ok((stream, link))
 }
 

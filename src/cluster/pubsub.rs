@@ -117,6 +117,9 @@ impl PubSub {
         if !self.is_up() {
             return Err(format!("pub/sub: {}", self.reason()));
         }
+        if !self.probing.load(Ordering::SeqCst) {
+            return Err("pub/sub: subscribing".into());
+        }
         if self.probe_missing(Instant::now(), Duration::from_secs(1)) {
             return Err("pub/sub connection stopped receiving".into());
         }
