@@ -116,7 +116,7 @@ fn run(steps: &[Step]) -> Result<(), String> {
         .collect();
     let mut ids: Vec<(usize, String)> = Vec::new();
     let mut inside = BTreeSet::new();
-    let mut send = |clients: &mut Vec<Logged>,
+    let send = |clients: &mut Vec<Logged>,
                     ids: &mut Vec<(usize, String)>,
                     c: usize,
                     kind: &str,
