@@ -117,11 +117,11 @@ fn run(steps: &[Step]) -> Result<(), String> {
     let mut ids: Vec<(usize, String)> = Vec::new();
     let mut inside = BTreeSet::new();
     let send = |clients: &mut Vec<Logged>,
-                    ids: &mut Vec<(usize, String)>,
-                    c: usize,
-                    kind: &str,
-                    id: String,
-                    payload: Value| {
+                ids: &mut Vec<(usize, String)>,
+                c: usize,
+                kind: &str,
+                id: String,
+                payload: Value| {
         clients[c].client.send(json!({"type": kind, "id": id, "payload": payload}));
         ids.push((c, id));
     };
