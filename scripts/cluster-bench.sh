@@ -48,14 +48,17 @@ load room -c 1000 --rate 50 --url "$one" --server-pid "$S" --room chat:lat
 step "latency, 1,000 subscribers, 50 msg/s: publisher on A, subscribers on A and B"
 load room -c 1000 --rate 50 --publish-url "$a" --url "$a" --url "$b" --server-pid "$A,$B" --redis "$REDIS" --room chat:latc
 
-step "numbered publishes through one node (A): 64 publishers x 1,500/s, 10 subscribers"
-load room -c 10 --publishers 64 --rate 1500 --publish-url "$a" --url "$a" --server-pid "$A" --redis "$REDIS" --room chat:pub
+for rate in ${PUBLISH_RATES:-500 800}; do
+  step "numbered publishes through one node (A): 64 publishers x $rate/s, with ids, 10 subscribers"
+  load room -c 10 --publishers 64 --rate "$rate" --publish-url "$a" --url "$a" --server-pid "$A" --redis "$REDIS" --room "chat:pub$rate"
+done
 
-step "redis-benchmark -P 64 of the same publish script (one room, no id, 100 B payload)"
+step "redis-benchmark -P 64 of the same publish script (one room, a new id each, 100 B payload)"
 src=$(awk '/^const PUBLISH: &str = r"/{on=1; next} on && /^";/{exit} on' src/cluster/scripts.rs)
 sha=$(redis-cli -p "$RP" script load "$src")
 payload=$(head -c 100 /dev/zero | tr '\0' 'x')
-taskset -c "$SERVER_CPU" redis-benchmark -p "$RP" -P 64 -n 1000000 -q evalsha "$sha" 3 'rb{chat:rb}.m' 'rb{chat:rb}.x' 'rb{chat:rb}.m' 'rb{chat:rb}' e1 1000 0 '' 150000 "$payload"
+taskset -c "$SERVER_CPU" redis-benchmark -p "$RP" -P 64 -n 1000000 -r 1000000000 -q evalsha "$sha" 3 \
+  'rb{chat:rb}.m' 'rb{chat:rb}.x' 'rb{chat:rb}.i.__rand_int__' 'rb{chat:rb}' e1 1000 0 7 150000 "$payload" | tr '\r' '\n' | tail -1
 
 step "tick room, 60 Hz, 2,000 members: one node"
 load tick -c 2000 --rate 60 --url "$one" --server-pid "$S" --room game:t1
