@@ -28,7 +28,11 @@ impl Nginx {
         std::fs::create_dir_all(dir.join("logs")).unwrap();
         let d = dir.display();
         let config = documented()
-            .replace("worker_processes auto;", &format!("worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;"))
+            .replace(
+                "worker_processes auto;",
+                // One process (no workers to outlive it when the test kills it).
+                &format!("master_process off;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;"),
+            )
             .replace(
                 "http {",
                 &format!(
