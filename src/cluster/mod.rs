@@ -61,7 +61,7 @@ mod wire;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use broker::RedisBroker;
 use command::{Call, Commands, Fail, Job};
@@ -383,16 +383,20 @@ impl Cluster {
         let job = self.read_job(index, room, Some((after, epoch)), known, move |result| {
             let shard = &cluster.shards[index];
             let mut routes = lock(&shard.routes);
-            let messages = match result {
-                Ok(replay) => replay.messages,
+            match result {
+                Ok(replay) => {
+                    if let Some(route) = routes.rooms.get_mut(&name) {
+                        route.filling_since = None;
+                        route.filled(cluster.sink(), replay.messages);
+                    }
+                }
                 Err(e) => {
                     tracing::debug!(room = &*name, "fetching a hole failed: {e}");
-                    // Delivered as they are; the hub's members find the hole themselves.
-                    Vec::new()
+                    // Nothing more may arrive to show the hole: what is held stays held and
+                    // the keeper fetches again (until it gives up and lets the members see
+                    // the hole, which they report).
+                    routes.refetch(cluster.sink(), &name, Instant::now());
                 }
-            };
-            if let Some(route) = routes.rooms.get_mut(&name) {
-                route.filled(cluster.sink(), messages);
             }
         });
         self.shards[index].commands.send(job);

@@ -6,9 +6,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::command::Job;
 use crate::hub::store::{Broadcast, Epoch, Sink, ToWorker};
+
+/// How long a failing fetch of a room's hole is tried again before what is held goes out.
+const REFETCH_PATIENCE: Duration = Duration::from_secs(10);
 
 /// One room on this node.
 #[derive(Default)]
@@ -30,8 +34,10 @@ pub(crate) struct Route {
     pub(crate) held: Option<Vec<Arc<Broadcast>>>,
     /// Position reads waiting for the subscription to be active.
     pub(crate) waiting: Vec<Job>,
-    /// Needs a catch-up from `last` (the pub/sub connection was lost).
+    /// Needs a catch-up from `last` (the pub/sub connection was lost, or a fetch failed).
     pub(crate) stale: bool,
+    /// Fetches of this room's hole have failed since then.
+    pub(crate) filling_since: Option<Instant>,
 }
 
 impl Route {
@@ -195,17 +201,33 @@ impl Routes {
         (jobs, catch_up)
     }
 
-    /// Starts a catch-up of a stale, active room not already fetching: `(room, after, epoch)`.
+    /// Starts a catch-up of a stale, active room (holding what arrives meanwhile):
+    /// `(room, after, epoch)`.
     pub(crate) fn catch_up(&mut self, room: &Arc<str>) -> Option<CatchUp> {
         let route = self.rooms.get_mut(room)?;
-        if !route.stale || !route.active || route.held.is_some() {
+        if !route.stale || !route.active {
             return None;
         }
         route.stale = false;
         self.stale.remove(room);
         let last = route.last?;
-        route.held = Some(Vec::new());
+        route.held.get_or_insert_with(Vec::new);
         Some((Arc::clone(room), last, route.epoch.clone()))
+    }
+
+    /// A fetch of `room`'s hole failed: held messages stay held and it is fetched again,
+    /// for `REFETCH_PATIENCE`; then what is held goes out as it is (the hub's members see
+    /// the hole before them and fetch it themselves, or report it).
+    pub(crate) fn refetch(&mut self, sink: &Sink, room: &Arc<str>, now: Instant) {
+        let Some(route) = self.rooms.get_mut(room) else { return };
+        let since = *route.filling_since.get_or_insert(now);
+        if now.duration_since(since) < REFETCH_PATIENCE {
+            route.stale = true;
+            self.stale.insert(Arc::clone(room));
+        } else {
+            route.filling_since = None;
+            route.filled(sink, Vec::new());
+        }
     }
 
     /// The pub/sub connection was lost: nothing is subscribed, every room that delivered
@@ -293,6 +315,28 @@ mod tests {
         assert_eq!(*got.lock().unwrap(), [(1, 3), (1, 4), (1, 5), (1, 6)]);
         assert_eq!(route.offer(&sink, message(1, "f")), None, "a new epoch starts over");
         assert_eq!(got.lock().unwrap().last(), Some(&(1, 1)));
+    }
+
+    #[test]
+    fn a_failed_fetch_keeps_what_is_held_and_fetches_again_until_it_gives_up() {
+        let (sink, got) = sink();
+        let mut routes = Routes::default();
+        let room: Arc<str> = "r".into();
+        routes.add(&room, 0);
+        let route = routes.rooms.get_mut(&room).unwrap();
+        route.positioned(&Epoch::from("e"), 1);
+        route.active = true;
+        assert_eq!(route.offer(&sink, message(3, "e")), Some(1), "2 is missing");
+        let t0 = Instant::now();
+        routes.refetch(&sink, &room, t0);
+        assert!(got.lock().unwrap().is_empty(), "3 still waits for 2");
+        assert_eq!(
+            routes.catch_up(&room),
+            Some((Arc::clone(&room), 1, Some(Epoch::from("e")))),
+            "fetched again"
+        );
+        routes.refetch(&sink, &room, t0 + REFETCH_PATIENCE);
+        assert_eq!(*got.lock().unwrap(), [(0, 3)], "given up: what is held goes out, the hub sees the hole");
     }
 
     #[test]

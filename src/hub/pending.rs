@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -14,6 +15,21 @@ use super::rooms::Hold;
 use super::store::{Done, Epoch, Joined, Kind, PresenceEntry, Replay, Reply, Since, StoreError, Ticket};
 use super::{Hub, HubLocal, Out};
 use crate::reactor::ConnId;
+
+/// How long a hole's fill is tried again while the store fails, before the members are told
+/// of a gap.
+const FILL_PATIENCE: Duration = Duration::from_secs(10);
+/// How soon a failed fill is tried again.
+const FILL_RETRY: Duration = Duration::from_millis(200);
+
+/// A hole whose fill failed: tried again at `next`, given up `FILL_PATIENCE` after `since`.
+#[derive(Debug)]
+pub(super) struct Refill {
+    pub(super) room: Arc<str>,
+    pub(super) after: u64,
+    pub(super) since: Instant,
+    pub(super) next: Instant,
+}
 
 /// What a join is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -294,22 +310,34 @@ impl Hub {
         after: u64,
         result: Result<Replay, StoreError>,
     ) {
+        let now = Instant::now();
+        let failing = local.refills.iter().position(|r| r.room == *name && r.after == after);
+        let since = failing.map(|i| local.refills.swap_remove(i).since);
         let Some(room) = local.rooms.get_mut(name) else { return };
         room.filling.retain(|&a| a != after);
         let replay = match result {
             Ok(replay) => replay,
-            Err(e) => Replay {
-                // The store failed: treated as a hole nothing could fill.
-                position: super::store::Position {
-                    seq: after,
-                    epoch: room.epoch.clone().unwrap_or_else(Epoch::random),
-                },
-                messages: Vec::new(),
-                gap: {
-                    self.store_error(e);
-                    true
-                },
-            },
+            Err(e) => {
+                self.store_error(e);
+                let since = since.unwrap_or(now);
+                if now.duration_since(since) < FILL_PATIENCE {
+                    // The store failed: the members stay held and the fill is tried again.
+                    local.refills.push(Refill {
+                        room: Arc::clone(name),
+                        after,
+                        since,
+                        next: now + FILL_RETRY,
+                    });
+                    return;
+                }
+                // It kept failing: a hole nothing could fill, told as a gap.
+                let epoch = room.epoch.clone().unwrap_or_else(Epoch::random);
+                Replay {
+                    position: super::store::Position { seq: after, epoch },
+                    messages: Vec::new(),
+                    gap: true,
+                }
+            }
         };
         self.counters.holes_filled.fetch_add(1, Ordering::Relaxed);
         let mut holes = Vec::new();
@@ -374,6 +402,31 @@ impl Hub {
         }
         for after in holes {
             self.fill(local, out, name, after);
+        }
+    }
+
+    /// Fills that failed and are due to be tried again (from the tick, and when the room
+    /// gets a message).
+    pub(super) fn retry_fills(
+        &self,
+        local: &mut HubLocal,
+        out: &mut impl Out,
+        room: Option<&str>,
+        now: Instant,
+    ) {
+        if local.refills.is_empty() {
+            return;
+        }
+        let mut due = Vec::new();
+        for refill in &mut local.refills {
+            if refill.next <= now && room.is_none_or(|r| *refill.room == *r) {
+                // Not again until this try answered.
+                refill.next = now + FILL_PATIENCE;
+                due.push((Arc::clone(&refill.room), refill.after));
+            }
+        }
+        for (room, after) in due {
+            self.fill(local, out, &room, after);
         }
     }
 

@@ -13,7 +13,7 @@ use slab::Slab;
 use super::broadcast::{Broadcast, Variant};
 use super::commands::{ErrorCode, Session, envelope_frame};
 use super::envelope::Encoding;
-use super::pending::Pending;
+use super::pending::{Pending, Refill};
 use super::store::{Epoch, Reply, Ticket, Waiter};
 use super::{Hub, Out};
 use crate::reactor::ConnId;
@@ -160,6 +160,8 @@ pub struct HubLocal {
     pub(super) sessions: HashMap<ConnId, Session>,
     pub(super) rooms: HashMap<Arc<str>, LocalRoom>,
     pub(super) pending: Slab<Pending>,
+    /// Holes whose fill failed, to try again.
+    pub(super) refills: Vec<Refill>,
     pub(super) last_tick: Option<Instant>,
     pub(super) streams: Vec<ConnId>,
     pub(super) last_keepalive: Option<Instant>,
@@ -178,6 +180,7 @@ impl HubLocal {
             sessions: HashMap::new(),
             rooms: HashMap::new(),
             pending: Slab::new(),
+            refills: Vec::new(),
             last_tick: None,
             streams: Vec::new(),
             last_keepalive: None,
@@ -211,6 +214,9 @@ impl HubLocal {
 impl Hub {
     /// Fans a publication out to this worker's members of its room.
     pub fn deliver(&self, local: &mut HubLocal, out: &mut impl Out, message: &Arc<Broadcast>) {
+        if !local.refills.is_empty() {
+            self.retry_fills(local, out, Some(&message.room), Instant::now());
+        }
         let Some(room) = local.rooms.get_mut(&message.room) else { return };
         if message.seq > 0 {
             self.check_epoch(room, out, message);

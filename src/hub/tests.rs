@@ -504,3 +504,89 @@ proptest! {
         prop_assert_eq!(run_steps(&steps, Some(weather)), Ok(()));
     }
 }
+
+/// A broker that loses the delivery of seq 2 and fails its first history reads.
+struct Flaky {
+    inner: store::MemoryBroker,
+    failures: std::sync::atomic::AtomicU32,
+}
+
+impl Broker for Flaky {
+    fn start(&self, node: &store::NodeId, workers: usize, sink: Sink) {
+        let relay: Sink = Arc::new(move |worker, what| {
+            if let ToWorker::Deliver(message) = &what {
+                if message.seq == 2 {
+                    return;
+                }
+            }
+            sink(worker, what);
+        });
+        self.inner.start(node, workers, relay);
+    }
+
+    fn subscribe(
+        &self,
+        room: &Arc<str>,
+        worker: usize,
+        since: store::Since,
+        ticket: Ticket,
+    ) -> Reply<Result<store::Replay, StoreError>> {
+        self.inner.subscribe(room, worker, since, ticket)
+    }
+
+    fn unsubscribe(&self, room: &Arc<str>, worker: usize) {
+        self.inner.unsubscribe(room, worker);
+    }
+
+    fn publish(
+        &self,
+        publication: Publication,
+        dedup: Option<store::Dedup<'_>>,
+        ticket: Ticket,
+    ) -> Reply<Result<store::Position, store::PublishError>> {
+        self.inner.publish(publication, dedup, ticket)
+    }
+
+    fn history(
+        &self,
+        room: &Arc<str>,
+        after: u64,
+        epoch: Option<&store::Epoch>,
+        ticket: Ticket,
+    ) -> Reply<Result<store::Replay, StoreError>> {
+        let left = self.failures.load(Ordering::SeqCst);
+        if left > 0 {
+            self.failures.store(left - 1, Ordering::SeqCst);
+            return Reply::Now(Err(StoreError::Unavailable("flaky".into())));
+        }
+        self.inner.history(room, after, epoch, ticket)
+    }
+
+    fn emit(&self, publication: Publication) {
+        self.inner.emit(publication);
+    }
+}
+
+#[test]
+fn a_hole_whose_fill_fails_is_fetched_again_and_nothing_is_lost() {
+    let broker = Flaky { inner: store::MemoryBroker::new(100, None), failures: 2.into() };
+    let stores = Stores { broker: Arc::new(broker), presence: Arc::new(store::MemoryPresence::default()) };
+    let mut node = Node::new(1, Some(stores));
+    let a = node.open(0, "ann");
+    node.send(a, join("chat:flaky", "j"));
+    for i in 1..=3 {
+        node.send(a, publish("chat:flaky", &format!("p{i}"), json!(i)));
+    }
+    node.settle(Duration::ZERO, SETTLE.1);
+    assert_eq!(seqs(&node.envelopes(a), "chat:flaky"), [1], "2 was lost, 3 waits for it");
+    // The tick tries the fill again: it fails once more, then history answers.
+    let now = Instant::now();
+    for step in 1..=3 {
+        node.hub.on_tick(&mut node.locals[0], &mut node.out, now + FILL_STEP * step, None);
+    }
+    assert_eq!(seqs(&node.envelopes(a), "chat:flaky"), [1, 2, 3], "filled once the store answered");
+    assert!(node.of_type(a, "error").is_empty(), "no gap to tell of");
+}
+
+/// Longer than the hub waits between two tries of a failed fill.
+const FILL_STEP: Duration = Duration::from_millis(300);

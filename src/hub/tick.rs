@@ -111,6 +111,7 @@ impl Hub {
             }
         }
         local.last_tick = Some(now);
+        self.retry_fills(local, out, None, now);
         self.counters.ticks.fetch_add(1, Ordering::Relaxed);
         local.adapt_budget(last_work, period.mul_f64(self.config.tick_share.clamp(0.05, 1.0)));
         let ts = now_ms();
