@@ -507,12 +507,12 @@ proptest! {
 
 /// A broker that loses the delivery of seq 2 and fails its first history reads.
 struct Flaky {
-    inner: store::MemoryBroker,
+    inner: MemoryBroker,
     failures: std::sync::atomic::AtomicU32,
 }
 
 impl Broker for Flaky {
-    fn start(&self, node: &store::NodeId, workers: usize, sink: Sink) {
+    fn start(&self, node: &NodeId, workers: usize, sink: Sink) {
         let relay: Sink = Arc::new(move |worker, what| {
             if let ToWorker::Deliver(message) = &what {
                 if message.seq == 2 {
@@ -541,9 +541,9 @@ impl Broker for Flaky {
     fn publish(
         &self,
         publication: Publication,
-        dedup: Option<store::Dedup<'_>>,
+        dedup: Option<Dedup<'_>>,
         ticket: Ticket,
-    ) -> Reply<Result<store::Position, store::PublishError>> {
+    ) -> Reply<Result<Position, PublishError>> {
         self.inner.publish(publication, dedup, ticket)
     }
 
@@ -569,8 +569,8 @@ impl Broker for Flaky {
 
 #[test]
 fn a_hole_whose_fill_fails_is_fetched_again_and_nothing_is_lost() {
-    let broker = Flaky { inner: store::MemoryBroker::new(100, None), failures: 2.into() };
-    let stores = Stores { broker: Arc::new(broker), presence: Arc::new(store::MemoryPresence::default()) };
+    let broker = Flaky { inner: MemoryBroker::new(100, None), failures: 2.into() };
+    let stores = Stores { broker: Arc::new(broker), presence: Arc::new(MemoryPresence::default()) };
     let mut node = Node::new(1, Some(stores));
     let a = node.open(0, "ann");
     node.send(a, join("chat:flaky", "j"));
