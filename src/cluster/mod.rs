@@ -47,6 +47,7 @@
 //! goes on; a pub/sub connection that silently stopped receiving is found by the probe and
 //! replaced. A room whose state Redis lost starts a new epoch: members are told of the gap.
 
+mod batch;
 mod broker;
 mod command;
 mod conn;
@@ -56,6 +57,8 @@ mod presence;
 mod pubsub;
 mod routes;
 mod scripts;
+#[cfg(test)]
+mod tests;
 mod wire;
 
 use std::collections::{HashMap, HashSet};

@@ -17,38 +17,74 @@ impl Lua {
     }
 }
 
-/// Publish a numbered message: the idempotency check on `(user, client id)`, the next seq,
-/// the append to the room's stream under that seq, the trim, the `PUBLISH` — in one call, so
-/// numbering, storing before delivering and the order are the same for every node.
+/// Publish numbered messages of one room, in order: per message the idempotency check on
+/// `(user, client id)`, the next seq, the append to the room's stream under that seq; then
+/// the trim and one `PUBLISH` carrying every message numbered — in one call, so numbering,
+/// storing before delivering and the order are the same for every node. The node sends every
+/// publish of a room pending at a flush as one call (one message is a batch of one).
 ///
-/// KEYS: meta, stream, publish id. ARGV: channel, epoch for a new life, history size,
-/// history TTL in ms (0: none), fingerprint ('': no id), id window in ms, payload.
+/// KEYS: meta, stream, then per message its publish id's key (the meta key for one without
+/// an id). ARGV: channel, epoch for a new life, history size, history TTL in ms (0: none), id
+/// window in ms, then per message its fingerprint ('': no id) and its payload.
 ///
-/// Answers `{2, seq, epoch}` (published), `{0, seq, epoch}` (a repeat: the first answer) or
-/// `{1, seq, epoch}` (the id was used for another message).
+/// Answers one `{code, seq, epoch}` per message, in order: `{2, seq, epoch}` (published),
+/// `{0, seq, epoch}` (a repeat: the first answer) or `{1, seq, epoch}` (the id was used for
+/// another message). An id repeated within the batch is a repeat of its first use there.
+///
+/// The channel gets `SEQ:EPOCH:PAYLOAD` for one message numbered, and
+/// `*COUNT:FIRST:EPOCH:` then `LEN:PAYLOAD` per message for several: their seqs are
+/// `FIRST`, `FIRST + 1`, ... (consecutive: repeats take none).
 const PUBLISH: &str = r"
-if ARGV[5] ~= '' then
-  local seen = redis.call('GET', KEYS[3])
-  if seen then
-    local fp, s, e = string.match(seen, '^([^:]*):([^:]*):(.*)$')
-    if fp == ARGV[5] then return {0, tonumber(s), e} end
-    return {1, tonumber(s), e}
+local n = (#ARGV - 5) / 2
+local answers = {}
+local e, s, first
+local parts = {}
+local count = 0
+for i = 1, n do
+  local fp, payload = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
+  local answer
+  if fp ~= '' then
+    local seen = redis.call('GET', KEYS[2 + i])
+    if seen then
+      local f, ss, se = string.match(seen, '^([^:]*):([^:]*):(.*)$')
+      if f == fp then answer = {0, tonumber(ss), se} else answer = {1, tonumber(ss), se} end
+    end
+  end
+  if not answer then
+    if not e then
+      local m = redis.call('HMGET', KEYS[1], 'e', 's')
+      e = m[1]
+      s = tonumber(m[2] or '0')
+      if not e then
+        e = ARGV[2]
+        s = 0
+        redis.call('DEL', KEYS[2])
+        redis.call('HSET', KEYS[1], 'e', e)
+      end
+    end
+    s = s + 1
+    redis.call('XADD', KEYS[2], 'MAXLEN', '=', ARGV[3], '0-' .. s, 'd', payload)
+    if fp ~= '' then
+      redis.call('SET', KEYS[2 + i], fp .. ':' .. s .. ':' .. e, 'PX', ARGV[5])
+    end
+    count = count + 1
+    if count == 1 then first = s end
+    parts[#parts + 1] = #payload .. ':'
+    parts[#parts + 1] = payload
+    answer = {2, s, e}
+  end
+  answers[i] = answer
+end
+if count > 0 then
+  redis.call('HSET', KEYS[1], 's', s)
+  if ARGV[4] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
+  if count == 1 then
+    redis.call('PUBLISH', ARGV[1], s .. ':' .. e .. ':' .. parts[2])
+  else
+    redis.call('PUBLISH', ARGV[1], '*' .. count .. ':' .. first .. ':' .. e .. ':' .. table.concat(parts))
   end
 end
-local e = redis.call('HGET', KEYS[1], 'e')
-if not e then
-  e = ARGV[2]
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'e', e, 's', 0)
-end
-local s = redis.call('HINCRBY', KEYS[1], 's', 1)
-redis.call('XADD', KEYS[2], 'MAXLEN', '=', ARGV[3], '0-' .. s, 'd', ARGV[7])
-if ARGV[4] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
-if ARGV[5] ~= '' then
-  redis.call('SET', KEYS[3], ARGV[5] .. ':' .. s .. ':' .. e, 'PX', ARGV[6])
-end
-redis.call('PUBLISH', ARGV[1], s .. ':' .. e .. ':' .. ARGV[7])
-return {2, s, e}
+return answers
 ";
 
 /// A room's position, and the messages after a seq: one call for a join, a resume or a
