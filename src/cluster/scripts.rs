@@ -18,9 +18,11 @@ impl Lua {
 }
 
 /// Publish numbered messages of one room, in order: per message the idempotency check on
-/// `(user, client id)`, the next seq, the append to the room's stream under that seq; then
+/// `(user, client id)` (one `SET NX GET`, Redis 7: it claims the id for the seq it would get,
+/// or answers the first use), the next seq, the append to the room's stream under that seq; then
 /// the trim and one `PUBLISH` carrying every message numbered — in one call, so numbering,
-/// storing before delivering and the order are the same for every node. The node sends every
+/// storing before delivering and the order are the same for every node (the stream is trimmed
+/// once per call: an exact trim walks the stream's first node). The node sends every
 /// publish of a room pending at a flush as one call (one message is a batch of one).
 ///
 /// KEYS: meta, stream, then per message its publish id's key (the meta key for one without
@@ -36,47 +38,44 @@ impl Lua {
 /// `FIRST`, `FIRST + 1`, ... (consecutive: repeats take none).
 const PUBLISH: &str = r"
 local n = (#ARGV - 5) / 2
-local answers = {}
-local e, s, first
-local parts = {}
+local m = redis.call('HMGET', KEYS[1], 'e', 's')
+local e, s = m[1], tonumber(m[2] or '0')
+local fresh = not e
+if fresh then
+  e = ARGV[2]
+  s = 0
+end
+local answers, parts = {}, {}
+local first
 local count = 0
 for i = 1, n do
   local fp, payload = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
-  local answer
+  local seen = false
   if fp ~= '' then
-    local seen = redis.call('GET', KEYS[2 + i])
-    if seen then
-      local f, ss, se = string.match(seen, '^([^:]*):([^:]*):(.*)$')
-      if f == fp then answer = {0, tonumber(ss), se} else answer = {1, tonumber(ss), se} end
-    end
+    -- Claims the id for the seq it would get; an id already claimed answers its first use.
+    seen = redis.call('SET', KEYS[2 + i], fp .. ':' .. (s + 1) .. ':' .. e, 'NX', 'GET', 'PX', ARGV[5])
   end
-  if not answer then
-    if not e then
-      local m = redis.call('HMGET', KEYS[1], 'e', 's')
-      e = m[1]
-      s = tonumber(m[2] or '0')
-      if not e then
-        e = ARGV[2]
-        s = 0
-        redis.call('DEL', KEYS[2])
-        redis.call('HSET', KEYS[1], 'e', e)
-      end
+  if seen then
+    local f, ss, se = string.match(seen, '^([^:]*):([^:]*):(.*)$')
+    if f == fp then answers[i] = {0, tonumber(ss), se} else answers[i] = {1, tonumber(ss), se} end
+  else
+    if fresh then
+      fresh = false
+      redis.call('DEL', KEYS[2])
+      redis.call('HSET', KEYS[1], 'e', e)
     end
     s = s + 1
-    redis.call('XADD', KEYS[2], 'MAXLEN', '=', ARGV[3], '0-' .. s, 'd', payload)
-    if fp ~= '' then
-      redis.call('SET', KEYS[2 + i], fp .. ':' .. s .. ':' .. e, 'PX', ARGV[5])
-    end
+    redis.call('XADD', KEYS[2], '0-' .. s, 'd', payload)
     count = count + 1
     if count == 1 then first = s end
     parts[#parts + 1] = #payload .. ':'
     parts[#parts + 1] = payload
-    answer = {2, s, e}
+    answers[i] = {2, s, e}
   end
-  answers[i] = answer
 end
 if count > 0 then
   redis.call('HSET', KEYS[1], 's', s)
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', '=', ARGV[3])
   if ARGV[4] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
   if count == 1 then
     redis.call('PUBLISH', ARGV[1], s .. ':' .. e .. ':' .. parts[2])
