@@ -60,13 +60,16 @@ for rate in ${PUBLISH_RATES:-400 600 800 1000 1200}; do
   out=$(load room -c 10 --publishers 64 --rate "$rate" --publish-url "$a" --url "$a" --server-pid "$A" --redis "$REDIS" --room "chat:pub$rate")
   printf '%s\n' "$out"
   seqs=$(grep -E '^\s*seqs ' <<<"$out" || true)
+  per=$(grep -oE '[0-9.]+ publishes per call' <<<"$out" | head -1 | cut -d' ' -f1)
   if [[ $seqs == *" 0 lost "* && $seqs != *failed* ]]; then
     best=$((rate * 64))
-    per=$(grep -oE '[0-9.]+ publishes per call' <<<"$out" | head -1 | cut -d' ' -f1)
+    batch=$(printf '%.0f' "${per:-1}")
+  elif [[ $best == 0 && $batch == 1 ]]; then
+    # None without failures yet: the batch size of the lowest rate stands in.
     batch=$(printf '%.0f' "${per:-1}")
   fi
 done
-step "highest offered rate through one node with 0 failed: $best publishes/s ($batch publishes per script call there)"
+step "highest offered rate through one node with 0 failed: $best publishes/s (batch for redis-benchmark: $batch publishes per script call)"
 
 # The node's own script, as the node sends it: a batch of the size seen above, and one
 # message; a new id each, 100 B payload, a subscriber on the channel (as node A is).
