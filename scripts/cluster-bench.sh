@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Cluster benchmarks, one run: one node with the in-memory hub beside two nodes over one
 # Redis (a private redis-server without persistence), with `hibiki load`:
-#   fan-out (publisher on A, subscribers split over A and B), publish-to-delivery latency,
-#   numbered publishes through one node and `redis-benchmark -P 64` of the same script,
-#   Redis commands per publish, tick rooms with members on both nodes.
+#   fan-out (publisher on A, subscribers split over A and B), publish-to-delivery latency
+#   (1,000 and 100 subscribers), numbered publishes through one node at rising offered rates
+#   (PUBLISH_RATES per publisher, 64 publishers) and the highest with 0 failed,
+#   `redis-benchmark -P 64` of the node's publish script (a batch as the node sent them, and
+#   one message), Redis script calls per publish, tick rooms with members on both nodes.
 # Servers are pinned to CPU 1, the load tool and Redis to CPU 0 (SERVER_CPU, LOAD_CPU).
 # HIBIKI: the server binary; HIBIKI_LOAD: the load tool (needs --url per node); DURATION s.
 set -euo pipefail
@@ -43,22 +45,50 @@ for rate in 100 300; do
   load room -c 5000 --rate "$rate" --threads 1 --publish-url "$a" --url "$a" --url "$b" --server-pid "$A,$B" --redis "$REDIS" --room "chat:fanc$rate"
 done
 
-step "latency, 1,000 subscribers, 50 msg/s: one node"
-load room -c 1000 --rate 50 --url "$one" --server-pid "$S" --room chat:lat
-step "latency, 1,000 subscribers, 50 msg/s: publisher on A, subscribers on A and B"
-load room -c 1000 --rate 50 --publish-url "$a" --url "$a" --url "$b" --server-pid "$A,$B" --redis "$REDIS" --room chat:latc
-
-for rate in ${PUBLISH_RATES:-500 800}; do
-  step "numbered publishes through one node (A): 64 publishers x $rate/s, with ids, 10 subscribers"
-  load room -c 10 --publishers 64 --rate "$rate" --publish-url "$a" --url "$a" --server-pid "$A" --redis "$REDIS" --room "chat:pub$rate"
+for n in 1000 100; do
+  step "latency, $n subscribers, 50 msg/s: one node"
+  load room -c "$n" --rate 50 --url "$one" --server-pid "$S" --room "chat:lat$n"
+  step "latency, $n subscribers, 50 msg/s: publisher on A, subscribers on A and B"
+  load room -c "$n" --rate 50 --publish-url "$a" --url "$a" --url "$b" --server-pid "$A,$B" --redis "$REDIS" --room "chat:latc$n"
 done
 
-step "redis-benchmark -P 64 of the same publish script (one room, a new id each, 100 B payload)"
+# Offered rates in steps: the highest with every publish acked ok (0 failed, 0 unanswered,
+# 0 lost) is printed, and how many publishes each script call carried there.
+best=0; batch=1
+for rate in ${PUBLISH_RATES:-400 600 800 1000 1200}; do
+  step "numbered publishes through one node (A): 64 publishers x $rate/s, with ids, 10 subscribers"
+  out=$(load room -c 10 --publishers 64 --rate "$rate" --publish-url "$a" --url "$a" --server-pid "$A" --redis "$REDIS" --room "chat:pub$rate")
+  printf '%s\n' "$out"
+  seqs=$(grep -E '^\s*seqs ' <<<"$out" || true)
+  per=$(grep -oE '[0-9.]+ publishes per call' <<<"$out" | head -1 | cut -d' ' -f1)
+  if [[ $seqs == *" 0 lost "* && $seqs != *failed* ]]; then
+    best=$((rate * 64))
+    batch=$(printf '%.0f' "${per:-1}")
+  elif [[ $best == 0 && $batch == 1 ]]; then
+    # None without failures yet: the batch size of the lowest rate stands in.
+    batch=$(printf '%.0f' "${per:-1}")
+  fi
+done
+step "highest offered rate through one node with 0 failed: $best publishes/s (batch for redis-benchmark: $batch publishes per script call)"
+
+# The node's own script, as the node sends it: a batch of the size seen above, and one
+# message; a new id each, 100 B payload, a subscriber on the channel (as node A is).
 src=$(awk '/^const PUBLISH: &str = r"/{on=1; next} on && /^";/{exit} on' src/cluster/scripts.rs)
 sha=$(redis-cli -p "$RP" script load "$src")
 payload=$(head -c 100 /dev/zero | tr '\0' 'x')
-taskset -c "$SERVER_CPU" redis-benchmark -p "$RP" -P 64 -n 1000000 -r 1000000000 -q evalsha "$sha" 3 \
-  'rb{chat:rb}.m' 'rb{chat:rb}.x' 'rb{chat:rb}.i.__rand_int__' 'rb{chat:rb}' e1 1000 0 7 150000 "$payload" | tr '\r' '\n' | tail -1
+redis-cli -p "$RP" subscribe 'rb{chat:rb}' >/dev/null &
+PIDS+=($!)
+bench() { # messages per call
+  local n=$1 keys=() args=()
+  for _ in $(seq "$n"); do keys+=('rb{chat:rb}.i.__rand_int__'); args+=(7 "$payload"); done
+  local rps
+  rps=$(taskset -c "$SERVER_CPU" redis-benchmark -p "$RP" -P 64 -n $((1000000 / n)) -r 1000000000 -q evalsha "$sha" $((n + 2)) \
+    'rb{chat:rb}.m' 'rb{chat:rb}.x' "${keys[@]}" 'rb{chat:rb}' e1 1000 0 150000 "${args[@]}" | tr '\r' '\n' | tail -1 | grep -oE '[0-9.]+ requests per second')
+  printf '%s messages per call: %s, %s messages per second\n' "$n" "$rps" "$(awk -v r="${rps%% *}" -v n="$n" 'BEGIN { printf "%.0f", r * n }')"
+}
+step "redis-benchmark -P 64 of the node's publish script (one room, a new id each, 100 B payload)"
+[[ $batch -gt 1 ]] && bench "$batch"
+bench 1
 
 step "tick room, 60 Hz, 2,000 members: one node"
 load tick -c 2000 --rate 60 --url "$one" --server-pid "$S" --room game:t1

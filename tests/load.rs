@@ -523,6 +523,7 @@ fn redis_cpu_and_command_calls_over_the_window() {
     assert!(r.commands.get("echo").is_some_and(|&n| n >= 20), "{r:?}");
     assert!(r.calls.unwrap() >= 20 && !r.commands.contains_key("info"), "{r:?}");
     assert!(r.calls_per_publish.is_some(), "{r:?}");
+    assert_eq!(r.script_calls, Some(0), "ECHO is no script call: {r:?}");
     assert_eq!(summary.usage.redis_cpu_secs, r.cpu_secs);
     let table = summary.table();
     assert!(table.contains(&format!("redis           redis://{redis}/: ")), "{table}");

@@ -2,16 +2,17 @@
 
 use std::sync::Arc;
 
-use super::command::Call;
-use super::scripts::Script;
-use super::{Cluster, ID_WINDOW, lock, wire};
+use super::batch::Publish;
+use super::command::{Call, MAX_WAITING};
+use super::{Cluster, lock, wire};
 use crate::hub::store::{
     Broker, Dedup, Done, Epoch, NodeId, Position, Publication, PublishError, Replay, Reply, Since, Sink,
     StoreError, Ticket, ToWorker,
 };
 
-/// Numbering, history and fan-out of rooms in Redis: one script call per numbered publish,
-/// a room's channel subscribed while this node has members there. Dropping it stops the
+/// Numbering, history and fan-out of rooms in Redis: one script call per room for the
+/// numbered publishes pending at a flush, a room's channel subscribed while this node has
+/// members there. Dropping it stops the
 /// bridge's threads.
 pub struct RedisBroker {
     cluster: Arc<Cluster>,
@@ -36,7 +37,7 @@ impl RedisBroker {
     }
 }
 
-/// The publish script's answer.
+/// The publish script's answer for one message.
 fn published(value: &redis::Value) -> Result<Result<Position, PublishError>, String> {
     let items = wire::array(value, 3)?;
     let (code, seq, epoch) = (wire::int(&items[0])?, wire::uint(&items[1])?, wire::epoch(&items[2])?);
@@ -128,31 +129,31 @@ impl Broker for RedisBroker {
         if let Some(e) = cluster.unavailable(index) {
             return Reply::Now(Err(e.into()));
         }
+        let shard = &cluster.shards[index];
+        let Some(waiting) = shard.commands.admit() else {
+            return Reply::Now(Err(StoreError::Unavailable(format!(
+                "redis {}: overloaded ({MAX_WAITING} publishes waiting)",
+                shard.target.addr()
+            ))
+            .into()));
+        };
         let room = &publication.room;
-        let keys = &cluster.keys;
         let (id_key, fingerprint) = match dedup {
             Some(d) => {
                 let id = serde_json::to_string(d.id).unwrap_or_default();
-                (keys.publish_id(room, d.user, &id), d.fingerprint.to_string().into_bytes())
+                (Some(cluster.keys.publish_id(room, d.user, &id)), d.fingerprint.to_string().into_bytes())
             }
-            None => (keys.meta(room), Vec::new()),
+            None => (None, Vec::new()),
         };
-        let settings = &cluster.settings;
-        let call = Call::Script {
-            script: Script::Publish,
-            keys: vec![keys.meta(room), keys.stream(room), id_key],
-            args: vec![
-                keys.channel(room).into_bytes(),
-                Epoch::random().as_str().as_bytes().to_vec(),
-                settings.history_size.to_string().into_bytes(),
-                settings.history_ttl_ms.to_string().into_bytes(),
-                fingerprint,
-                (ID_WINDOW.as_millis() as u64).to_string().into_bytes(),
-                wire::encode(&publication),
-            ],
-        };
+        let call = Call::Publish(Box::new(Publish {
+            room: Arc::clone(room),
+            id_key,
+            fingerprint,
+            payload: wire::encode(&publication),
+        }));
         let me = Arc::clone(cluster);
         cluster.call(index, call, move |reply| {
+            drop(waiting);
             let result = match reply {
                 Ok(value) => published(&value).unwrap_or_else(|e| Err(StoreError::Unavailable(e).into())),
                 Err(fail) => Err(StoreError::from(fail).into()),

@@ -4,18 +4,20 @@
 //! queue per connection). Every call has a deadline: the keeper answers one that passed it
 //! with [`Fail::Timeout`] (its late reply is dropped), a call made while the connection is
 //! down is answered [`Fail::Down`] at once, and the thread reconnects with backoff and
-//! jitter. A `NOSCRIPT` reply is retried with the script's source.
+//! jitter. A `NOSCRIPT` reply is retried with the script's source. Numbered publishes are
+//! grouped per room at each flush ([`batch`](super::batch)): one script call per group.
 
 use std::collections::VecDeque;
 use std::io::Write;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::{ServerErrorKind, Value};
 
+use super::batch::{self, Counted, Publish};
 use super::conn::{self, Reader};
 use super::scripts::{SCRIPTS, Script};
 use super::{Cluster, lock};
@@ -55,6 +57,8 @@ pub(crate) enum Call {
     Cmd(redis::Cmd),
     /// `EVALSHA` of a script (`EVAL` once Redis said it does not know it).
     Script { script: Script, keys: Vec<String>, args: Vec<Vec<u8>> },
+    /// A numbered publish: sent within its room's group, as a publish script call.
+    Publish(Box<Publish>),
 }
 
 impl Call {
@@ -73,6 +77,9 @@ impl Call {
                 }
                 cmd.write_packed_command(out);
             }
+            // Never written as it is (the command thread groups publishes first); a PING
+            // would keep the replies in step and answer it with an error.
+            Self::Publish(_) => redis::cmd("PING").write_packed_command(out),
         }
     }
 }
@@ -87,7 +94,31 @@ pub(crate) struct Job {
 
 impl Job {
     pub(crate) fn new(call: Call, timeout: Duration, done: OnReply) -> Self {
-        Self { call, done, deadline: Instant::now() + timeout, source: false }
+        Self::until(call, Instant::now() + timeout, done)
+    }
+
+    /// A call due by `deadline`.
+    pub(crate) fn until(call: Call, deadline: Instant, done: OnReply) -> Self {
+        Self { call, done, deadline, source: false }
+    }
+
+    /// The call.
+    #[cfg(test)]
+    pub(crate) fn call(&self) -> &Call {
+        &self.call
+    }
+
+    /// The publish, for a numbered publish.
+    pub(crate) fn publish(&self) -> Option<&Publish> {
+        match &self.call {
+            Call::Publish(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// What answers the call.
+    pub(crate) fn into_done(self) -> OnReply {
+        self.done
     }
 
     /// Answers the call.
@@ -118,13 +149,23 @@ impl Link {
     }
 }
 
+/// Numbered publishes waiting for a shard (queued, held or in flight) at most: past it a
+/// publish fails at once (`unavailable`: overloaded) rather than waiting for a deadline it
+/// would likely miss.
+pub(crate) const MAX_WAITING: usize = 16_384;
+
 /// A shard's command side, as the other threads see it.
 pub(crate) struct Commands {
-    sender: Sender<Job>,
-    receiver: Mutex<Option<Receiver<Job>>>,
+    /// Jobs for the thread; `None` wakes it (a flush with publishes was answered).
+    sender: Sender<Option<Job>>,
+    receiver: Mutex<Option<Receiver<Option<Job>>>>,
     link: Mutex<Option<Arc<Link>>>,
     up: AtomicBool,
     reason: Mutex<String>,
+    /// Flushes with publishes waiting for their answers.
+    flushes: Arc<AtomicUsize>,
+    /// Numbered publishes waiting (see [`MAX_WAITING`]).
+    pub(crate) waiting: Arc<AtomicUsize>,
 }
 
 impl Commands {
@@ -136,14 +177,23 @@ impl Commands {
             link: Mutex::new(None),
             up: AtomicBool::new(false),
             reason: Mutex::new("not connected yet".into()),
+            flushes: Arc::new(AtomicUsize::new(0)),
+            waiting: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// Queues a call.
     pub(crate) fn send(&self, job: Job) {
-        if let Err(e) = self.sender.send(job) {
-            e.0.finish(Err(Fail::Down("stopped".into())));
+        if let Err(e) = self.sender.send(Some(job)) {
+            if let Some(job) = e.0 {
+                job.finish(Err(Fail::Down("stopped".into())));
+            }
         }
+    }
+
+    /// Counts a publish as waiting until the guard is dropped; `None` when too many wait.
+    pub(crate) fn admit(&self) -> Option<Counted> {
+        (self.waiting.load(Ordering::SeqCst) < MAX_WAITING).then(|| Counted::new(&self.waiting, None))
     }
 
     /// Whether the connection is up (calls are sent rather than failed at once).
@@ -215,6 +265,8 @@ pub(crate) fn run(cluster: Arc<Cluster>, index: usize) {
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2)).max_attempts(None);
     let mut next_try = Instant::now();
     let mut batch: Vec<Job> = Vec::new();
+    // Publishes held while flushes with publishes wait for their answers.
+    let mut held: Vec<Job> = Vec::new();
     let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
     let mut writer: Option<(TcpStream, Arc<Link>)> = None;
     loop {
@@ -222,19 +274,19 @@ pub(crate) fn run(cluster: Arc<Cluster>, index: usize) {
             if let Some((_, link)) = &writer {
                 link.close();
             }
-            for job in batch.drain(..).chain(receiver.try_iter()) {
+            for job in held.drain(..).chain(batch.drain(..)).chain(receiver.try_iter().flatten()) {
                 job.finish(Err(Fail::Down("stopped".into())));
             }
             return;
         }
         match receiver.recv_timeout(Duration::from_millis(50)) {
-            Ok(job) => batch.push(job),
+            Ok(job) => batch.extend(job),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
         while batch.len() < MAX_BATCH {
             match receiver.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(job) => batch.extend(job),
                 Err(_) => break,
             }
         }
@@ -255,32 +307,52 @@ pub(crate) fn run(cluster: Arc<Cluster>, index: usize) {
                 }
             }
         }
-        if batch.is_empty() {
+        let hold = shard.commands.flushes.load(Ordering::SeqCst) >= batch::MAX_FLUSHES_IN_FLIGHT;
+        if batch.is_empty() && (hold || held.is_empty()) {
             continue;
         }
         let Some((stream, link)) = &mut writer else {
             let why = shard.commands.reason();
-            for job in batch.drain(..) {
+            for job in held.drain(..).chain(batch.drain(..)) {
                 job.finish(Err(Fail::Down(why.clone())));
             }
             continue;
         };
         buf.clear();
         let now = Instant::now();
-        let mut late = Vec::new();
+        let (due, late): (Vec<Job>, Vec<Job>) =
+            held.drain(..).chain(batch.drain(..)).partition(|job| job.deadline > now);
+        for job in late {
+            job.finish(Err(Fail::Timeout));
+        }
+        let (mut jobs, kept) = batch::group(&cluster, due, hold);
+        held = kept;
+        // The flush's last publish call answered, all of its calls are (replies come in
+        // order): the thread is woken to send what was held meanwhile.
+        if let Some(last) = jobs
+            .iter_mut()
+            .rev()
+            .find(|j| matches!(&j.call, Call::Script { script: Script::Publish, .. }) && !j.source)
+        {
+            let wake = shard.commands.sender.clone();
+            let guard = Counted::new(
+                &shard.commands.flushes,
+                Some(Box::new(move || {
+                    let _ = wake.send(None);
+                })),
+            );
+            let done = std::mem::replace(&mut last.done, Box::new(|_| {}));
+            last.done = Box::new(move |reply| {
+                done(reply);
+                drop(guard);
+            });
+        }
         {
             let mut flights = lock(&link.flights);
-            for job in batch.drain(..) {
-                if job.deadline <= now {
-                    late.push(job);
-                    continue;
-                }
+            for job in jobs {
                 job.call.pack(&mut buf, job.source);
                 flights.push_back(Some(job));
             }
-        }
-        for job in late {
-            job.finish(Err(Fail::Timeout));
         }
         if let Err(e) = stream.write_all(&buf) {
             tracing::warn!(shard = index, "redis write failed: {e}");
@@ -305,7 +377,7 @@ fn open(cluster: &Arc<Cluster>, index: usize) -> Result<(TcpStream, Arc<Link>), 
     });
     let mut buf = Vec::new();
     // The shard is up once Redis loaded every script (a server that cannot is of no use).
-    let loading = Arc::new(std::sync::atomic::AtomicUsize::new(SCRIPTS.len()));
+    let loading = Arc::new(AtomicUsize::new(SCRIPTS.len()));
     {
         let mut flights = lock(&link.flights);
         for lua in SCRIPTS.iter() {

@@ -2,9 +2,25 @@
 //!
 //! [`stores`] gives the hub a [`Broker`](crate::hub::Broker) and a
 //! [`PresenceStore`](crate::hub::PresenceStore) kept in Redis, in the model of centrifuge's
-//! Redis engine: numbering, history and fan-out are one Lua script per publish; a node
-//! subscribes to a room's channel only while it has members there; presence entries are
-//! owned by a node life and removed by the survivors when its heartbeat stops.
+//! Redis engine: numbering, history and fan-out are one Lua script call per room for the
+//! numbered publishes pending at a flush (up to 128 messages, each with its
+//! idempotency check, its seq and its stream entry, and one `PUBLISH` carrying them all);
+//! a node subscribes to a room's channel only while it has members there; presence entries
+//! are owned by a node life and removed by the survivors when its heartbeat stops.
+//!
+//! # Numbered publishes in batches
+//!
+//! The fixed cost of a script call (and of a `PUBLISH` to the subscribed nodes) is paid once
+//! per group, not once per message. The command thread writes a flush at once when Redis is
+//! idle; while two flushes with publishes wait for their answers it holds new publishes, so
+//! what comes meanwhile goes out as the next groups: no added wait at low load, larger
+//! groups as Redis gets busy. Order within a room is the order of the publishes (a group
+//! numbers them consecutively, groups of a room go out in order on one connection); each
+//! publish gets its own answer (`published`, a repeat's first answer, or an id reused). At
+//! most 16,384 publishes wait per Redis server: past that a publish fails at once
+//! (`unavailable`, "overloaded") instead of waiting for a deadline it would likely miss. The
+//! pub/sub side splits a batch into its messages; a lost batch is a hole fetched from the
+//! room's stream like a lost message.
 //!
 //! # Threads and connections
 //!
@@ -29,7 +45,7 @@
 //!
 //! | key | what |
 //! |---|---|
-//! | `P{room}` | the room's pub/sub channel: `SEQ:EPOCH:PAYLOAD` or `0:NODE:PAYLOAD` |
+//! | `P{room}` | the room's pub/sub channel: `SEQ:EPOCH:PAYLOAD`, `*COUNT:FIRST:EPOCH:` then `LEN:PAYLOAD` each, or `0:NODE:PAYLOAD` |
 //! | `P{room}.m` | hash: `e` epoch, `s` last seq |
 //! | `P{room}.x` | stream of the history, entry ids `0-SEQ`, field `d` the publication |
 //! | `P{room}.i.USER:ID` | a publish id's first answer, for the idempotency window |
@@ -47,6 +63,7 @@
 //! goes on; a pub/sub connection that silently stopped receiving is found by the probe and
 //! replaced. A room whose state Redis lost starts a new epoch: members are told of the gap.
 
+mod batch;
 mod broker;
 mod command;
 mod conn;
@@ -56,6 +73,8 @@ mod presence;
 mod pubsub;
 mod routes;
 mod scripts;
+#[cfg(test)]
+mod tests;
 mod wire;
 
 use std::collections::{HashMap, HashSet};

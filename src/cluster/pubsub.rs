@@ -1,8 +1,9 @@
 //! The pub/sub connection of a shard: one thread keeps it (connects with backoff and
 //! jitter, sends `SUBSCRIBE` / `UNSUBSCRIBE` for the rooms whose interest changed, up to
 //! [`CHANNELS_PER_COMMAND`] rooms per command), another reads it: subscription
-//! confirmations release the position reads that waited for them, room messages go to the
-//! routes (in order, holes fetched), the probe tells that the connection still receives.
+//! confirmations release the position reads that waited for them, room messages (one
+//! publication, or a batch of them numbered in one script call) go to the routes (in order,
+//! holes fetched), the probe tells that the connection still receives.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -16,7 +17,7 @@ use super::conn::{self, Reader};
 use super::wire::{self, Head};
 use super::{Cluster, lock};
 use crate::client::Backoff;
-use crate::hub::store::Broadcast;
+use crate::hub::store::{Broadcast, Epoch, Publication};
 
 /// Rooms in one `SUBSCRIBE` or `UNSUBSCRIBE`: 10,000 rooms resubscribe in 10 commands.
 pub(crate) const CHANNELS_PER_COMMAND: usize = 1000;
@@ -280,30 +281,49 @@ fn read(cluster: &Arc<Cluster>, index: usize, mut reader: Reader) {
     shard.pubsub.wake();
 }
 
-/// A message on a room's channel.
+/// The publications of a message on a room's channel (none for this node's own unnumbered
+/// ones: they were delivered here when sent).
+fn publications(cluster: &Cluster, message: &[u8]) -> Result<Vec<Publication>, String> {
+    let (head, payload) = wire::split(message)?;
+    Ok(match head {
+        Head::Numbered { seq, epoch } => vec![wire::decode(payload, seq, Some(epoch.into()))?],
+        Head::Batch { first, count, epoch } => {
+            let epoch = Epoch::from(epoch);
+            let parts = wire::parts(payload, count)?;
+            let mut out = Vec::with_capacity(parts.len());
+            for (seq, part) in (first..).zip(parts) {
+                out.push(wire::decode(part, seq, Some(epoch.clone()))?);
+            }
+            out
+        }
+        Head::From(owner) if owner == cluster.owner() => Vec::new(),
+        Head::From(_) => vec![wire::decode(payload, 0, None)?],
+    })
+}
+
+/// A message on a room's channel: its publications go to the route in order (a hole before
+/// any of them is fetched, what follows held).
 fn on_message(cluster: &Arc<Cluster>, index: usize, room: &str, message: &[u8]) {
-    let decoded = wire::split(message).and_then(|(head, payload)| match head {
-        Head::Numbered { seq, epoch } => Ok(Some(wire::decode(payload, seq, Some(epoch.into()))?)),
-        // This node's own unnumbered messages were delivered here when sent.
-        Head::From(owner) if owner == cluster.owner() => Ok(None),
-        Head::From(_) => Ok(Some(wire::decode(payload, 0, None)?)),
-    });
-    let publication = match decoded {
-        Ok(Some(p)) => p,
-        Ok(None) => return,
+    let publications = match publications(cluster, message) {
+        Ok(p) if p.is_empty() => return,
+        Ok(p) => p,
         Err(e) => {
             tracing::warn!(room, "redis pub/sub: {e}");
             return;
         }
     };
-    let message = Arc::new(Broadcast::new(publication, cluster.node.get()));
     let shard = &cluster.shards[index];
-    let hole = {
+    let mut hole = None;
+    {
         let mut routes = lock(&shard.routes);
         let Some(route) = routes.rooms.get_mut(room) else { return };
-        let hole = route.offer(cluster.sink(), message);
-        hole.map(|after| (after, route.epoch.clone()))
-    };
+        for publication in publications {
+            let message = Arc::new(Broadcast::new(publication, cluster.node.get()));
+            if let Some(after) = route.offer(cluster.sink(), message) {
+                hole = Some((after, route.epoch.clone()));
+            }
+        }
+    }
     if let Some((after, epoch)) = hole {
         cluster.fetch(index, &wire::room(room), after, epoch);
     }

@@ -17,38 +17,73 @@ impl Lua {
     }
 }
 
-/// Publish a numbered message: the idempotency check on `(user, client id)`, the next seq,
-/// the append to the room's stream under that seq, the trim, the `PUBLISH` — in one call, so
-/// numbering, storing before delivering and the order are the same for every node.
+/// Publish numbered messages of one room, in order: per message the idempotency check on
+/// `(user, client id)` (one `SET NX GET`, Redis 7: it claims the id for the seq it would get,
+/// or answers the first use), the next seq, the append to the room's stream under that seq; then
+/// the trim and one `PUBLISH` carrying every message numbered — in one call, so numbering,
+/// storing before delivering and the order are the same for every node (the stream is trimmed
+/// once per call: an exact trim walks the stream's first node). The node sends every
+/// publish of a room pending at a flush as one call (one message is a batch of one).
 ///
-/// KEYS: meta, stream, publish id. ARGV: channel, epoch for a new life, history size,
-/// history TTL in ms (0: none), fingerprint ('': no id), id window in ms, payload.
+/// KEYS: meta, stream, then per message its publish id's key (the meta key for one without
+/// an id). ARGV: channel, epoch for a new life, history size, history TTL in ms (0: none), id
+/// window in ms, then per message its fingerprint ('': no id) and its payload.
 ///
-/// Answers `{2, seq, epoch}` (published), `{0, seq, epoch}` (a repeat: the first answer) or
-/// `{1, seq, epoch}` (the id was used for another message).
+/// Answers one `{code, seq, epoch}` per message, in order: `{2, seq, epoch}` (published),
+/// `{0, seq, epoch}` (a repeat: the first answer) or `{1, seq, epoch}` (the id was used for
+/// another message). An id repeated within the batch is a repeat of its first use there.
+///
+/// The channel gets `SEQ:EPOCH:PAYLOAD` for one message numbered, and
+/// `*COUNT:FIRST:EPOCH:` then `LEN:PAYLOAD` per message for several: their seqs are
+/// `FIRST`, `FIRST + 1`, ... (consecutive: repeats take none).
 const PUBLISH: &str = r"
-if ARGV[5] ~= '' then
-  local seen = redis.call('GET', KEYS[3])
+local n = (#ARGV - 5) / 2
+local m = redis.call('HMGET', KEYS[1], 'e', 's')
+local e, s = m[1], tonumber(m[2] or '0')
+local fresh = not e
+if fresh then
+  e = ARGV[2]
+  s = 0
+end
+local answers, parts = {}, {}
+local first
+local count = 0
+for i = 1, n do
+  local fp, payload = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
+  local seen = false
+  if fp ~= '' then
+    -- Claims the id for the seq it would get; an id already claimed answers its first use.
+    seen = redis.call('SET', KEYS[2 + i], fp .. ':' .. (s + 1) .. ':' .. e, 'NX', 'GET', 'PX', ARGV[5])
+  end
   if seen then
-    local fp, s, e = string.match(seen, '^([^:]*):([^:]*):(.*)$')
-    if fp == ARGV[5] then return {0, tonumber(s), e} end
-    return {1, tonumber(s), e}
+    local f, ss, se = string.match(seen, '^([^:]*):([^:]*):(.*)$')
+    if f == fp then answers[i] = {0, tonumber(ss), se} else answers[i] = {1, tonumber(ss), se} end
+  else
+    if fresh then
+      fresh = false
+      redis.call('DEL', KEYS[2])
+      redis.call('HSET', KEYS[1], 'e', e)
+    end
+    s = s + 1
+    redis.call('XADD', KEYS[2], '0-' .. s, 'd', payload)
+    count = count + 1
+    if count == 1 then first = s end
+    parts[#parts + 1] = #payload .. ':'
+    parts[#parts + 1] = payload
+    answers[i] = {2, s, e}
   end
 end
-local e = redis.call('HGET', KEYS[1], 'e')
-if not e then
-  e = ARGV[2]
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'e', e, 's', 0)
+if count > 0 then
+  redis.call('HSET', KEYS[1], 's', s)
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', '=', ARGV[3])
+  if ARGV[4] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
+  if count == 1 then
+    redis.call('PUBLISH', ARGV[1], s .. ':' .. e .. ':' .. parts[2])
+  else
+    redis.call('PUBLISH', ARGV[1], '*' .. count .. ':' .. first .. ':' .. e .. ':' .. table.concat(parts))
+  end
 end
-local s = redis.call('HINCRBY', KEYS[1], 's', 1)
-redis.call('XADD', KEYS[2], 'MAXLEN', '=', ARGV[3], '0-' .. s, 'd', ARGV[7])
-if ARGV[4] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
-if ARGV[5] ~= '' then
-  redis.call('SET', KEYS[3], ARGV[5] .. ':' .. s .. ':' .. e, 'PX', ARGV[6])
-end
-redis.call('PUBLISH', ARGV[1], s .. ':' .. e .. ':' .. ARGV[7])
-return {2, s, e}
+return answers
 ";
 
 /// A room's position, and the messages after a seq: one call for a join, a resume or a

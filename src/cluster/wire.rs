@@ -1,7 +1,9 @@
 //! What travels through Redis: publications as MessagePack (their serde form, fields by
-//! name), a pub/sub message as `SEQ:EPOCH:PAYLOAD` (numbered; the publish script writes the
-//! head) or `0:NODE:PAYLOAD` (unnumbered, from that node life), and readers of replies that
-//! answer an error for any shape they did not expect — never a panic.
+//! name), a pub/sub message as `SEQ:EPOCH:PAYLOAD` (one numbered; the publish script writes
+//! the head), `*COUNT:FIRST:EPOCH:` then `LEN:PAYLOAD` per message (several numbered, seqs
+//! `FIRST`, `FIRST + 1`, ...) or `0:NODE:PAYLOAD` (unnumbered, from that node life), and
+//! readers of replies that answer an error for any shape they did not expect — never a
+//! panic.
 
 use std::sync::Arc;
 
@@ -29,6 +31,9 @@ pub(crate) fn decode(payload: &[u8], seq: u64, epoch: Option<Epoch>) -> Result<P
 pub(crate) enum Head<'a> {
     /// A numbered message.
     Numbered { seq: u64, epoch: &'a str },
+    /// `count` numbered messages (at least two), seqs `first`, `first + 1`, ...: the payload
+    /// is their [`parts`].
+    Batch { first: u64, count: usize, epoch: &'a str },
     /// An unnumbered one, from this node life.
     From(&'a str),
 }
@@ -48,6 +53,17 @@ pub(crate) fn split(message: &[u8]) -> Result<(Head<'_>, &[u8]), String> {
     let bad = || {
         format!("malformed message head: {:?}", String::from_utf8_lossy(&message[..message.len().min(40)]))
     };
+    if let Some(rest) = message.strip_prefix(b"*") {
+        let (count, rest) = number(rest).ok_or_else(bad)?;
+        let (first, rest) = number(rest).ok_or_else(bad)?;
+        let colon = rest.iter().position(|&b| b == b':').ok_or_else(bad)?;
+        let epoch = std::str::from_utf8(&rest[..colon]).map_err(|_| bad())?;
+        if count < 2 || first == 0 || epoch.is_empty() {
+            return Err(bad());
+        }
+        let count = usize::try_from(count).map_err(|_| bad())?;
+        return Ok((Head::Batch { first, count, epoch }, &rest[colon + 1..]));
+    }
     let colon = message.iter().position(|&b| b == b':').ok_or_else(bad)?;
     let seq: u64 =
         std::str::from_utf8(&message[..colon]).ok().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
@@ -62,6 +78,33 @@ pub(crate) fn split(message: &[u8]) -> Result<(Head<'_>, &[u8]), String> {
         0 => (Head::From(second), payload),
         seq => (Head::Numbered { seq, epoch: second }, payload),
     })
+}
+
+/// A decimal number and what follows its colon.
+fn number(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let colon = bytes.iter().position(|&b| b == b':')?;
+    let digits = &bytes[..colon];
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some((std::str::from_utf8(digits).ok()?.parse().ok()?, &bytes[colon + 1..]))
+}
+
+/// The `count` payloads of a batch's body (`LEN:PAYLOAD` each, nothing after the last).
+pub(crate) fn parts(body: &[u8], count: usize) -> Result<Vec<&[u8]>, String> {
+    let mut out = Vec::with_capacity(count.min(1024));
+    let mut rest = body;
+    while !rest.is_empty() {
+        let (len, after) = number(rest).ok_or_else(|| format!("malformed batch part {}", out.len() + 1))?;
+        let len = usize::try_from(len).ok().filter(|&len| len <= after.len());
+        let len = len.ok_or_else(|| format!("batch part {} is cut off", out.len() + 1))?;
+        out.push(&after[..len]);
+        rest = &after[len..];
+    }
+    if out.len() != count {
+        return Err(format!("a batch of {count} messages has {}", out.len()));
+    }
+    Ok(out)
 }
 
 /// An integer reply.
@@ -172,6 +215,27 @@ mod tests {
         assert_eq!(rest, &payload[..]);
         let message = unnumbered("n1.life", &payload);
         assert_eq!(split(&message).unwrap(), (Head::From("n1.life"), &payload[..]));
+    }
+
+    #[test]
+    fn a_batch_splits_into_its_messages_with_consecutive_seqs() {
+        let (a, b) = (b"first".to_vec(), b"a:b:1:2".to_vec());
+        let mut message = b"*2:7:e1:".to_vec();
+        for part in [&a, &b] {
+            message.extend_from_slice(format!("{}:", part.len()).as_bytes());
+            message.extend_from_slice(part);
+        }
+        let (head, body) = split(&message).unwrap();
+        assert_eq!(head, Head::Batch { first: 7, count: 2, epoch: "e1" });
+        assert_eq!(parts(body, 2).unwrap(), [&a[..], &b[..]]);
+        assert!(parts(body, 3).is_err(), "fewer than said");
+        assert!(parts(body, 1).is_err(), "more than said");
+        assert!(parts(&body[..body.len() - 1], 2).is_err(), "the last one cut off");
+        assert!(parts(b"x:abc", 1).is_err());
+        assert_eq!(parts(b"0:", 1).unwrap(), [&b""[..]]);
+        for bad in [&b"*"[..], b"*2:", b"*2:7:", b"*1:7:e:", b"*2:0:e:", b"*x:7:e:", b"*2:7::", b"*-2:7:e:"] {
+            assert!(split(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

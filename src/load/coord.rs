@@ -490,12 +490,16 @@ fn summarize(
             (Some(Ok(a)), Some(Ok(b))) => {
                 let commands = a.calls_until(b, r.authenticates());
                 let calls: u64 = commands.values().sum();
+                let scripts = redis::script_calls(&commands);
+                let per = |c: u64| publishes.filter(|&n| n > 0).map(|n| c as f64 / n as f64);
                 RedisUsage {
                     url: r.url.clone(),
                     // INFO has microseconds: round off the float noise of the difference.
                     cpu_secs: Some(((b.cpu_secs - a.cpu_secs).max(0.0) * 1e6).round() / 1e6),
                     calls: Some(calls),
-                    calls_per_publish: publishes.filter(|&n| n > 0).map(|n| calls as f64 / n as f64),
+                    calls_per_publish: per(calls),
+                    script_calls: Some(scripts),
+                    script_calls_per_publish: per(scripts),
                     commands,
                     error: None,
                 }

@@ -68,6 +68,17 @@ impl Sample {
     }
 }
 
+/// Commands that are only ever top-level calls (a script cannot call them): the script
+/// calls. `INFO commandstats` also counts every command a script runs inside as a call of its
+/// own, so those of `calls` past these are partly top-level and partly run inside scripts.
+pub(crate) const SCRIPT_COMMANDS: [&str; 6] =
+    ["eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"];
+
+/// Script calls (top-level by necessity) among `commands`.
+pub(crate) fn script_calls(commands: &BTreeMap<String, u64>) -> u64 {
+    SCRIPT_COMMANDS.iter().filter_map(|name| commands.get(*name)).sum()
+}
+
 impl Redis {
     /// `redis://[[USER]:PASSWORD@]HOST[:PORT][/[DB]]`, port 6379 by default (the database
     /// does not matter to `INFO`).
@@ -308,6 +319,9 @@ mod tests {
         after.calls.insert("evalsha".into(), 7);
         let delta = before.calls_until(&after, true);
         assert_eq!(delta, BTreeMap::from([("evalsha".into(), 7), ("publish".into(), 15)]));
+        assert_eq!(script_calls(&delta), 7, "publish may run inside a script: not counted");
+        let mixed = BTreeMap::from([("eval".into(), 2), ("fcall".into(), 1), ("get".into(), 9)]);
+        assert_eq!(script_calls(&mixed), 3);
         assert_eq!(before.calls_until(&after, false).get("auth"), Some(&1));
     }
 

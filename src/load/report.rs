@@ -317,10 +317,16 @@ pub struct RedisUsage {
     pub url: String,
     /// CPU seconds, `used_cpu_sys + used_cpu_user` (the main thread and the others).
     pub cpu_secs: Option<f64>,
-    /// Commands called, over all commands but the `INFO` that measures it.
+    /// Commands Redis counted, over all commands but the `INFO` that measures it: `INFO
+    /// commandstats` counts each command a script runs inside as a call too.
     pub calls: Option<u64>,
-    /// `calls` per numbered publish (room, tick: seqs acked; broadcast: messages published).
+    /// `calls` per numbered publish (room, tick: seqs acked; broadcast: messages published):
+    /// the commands scripts ran inside included.
     pub calls_per_publish: Option<f64>,
+    /// Top-level script calls (`EVALSHA`, `EVAL`, `FCALL` and their read-only forms).
+    pub script_calls: Option<u64>,
+    /// `script_calls` per numbered publish: below 1 when a call numbers several publishes.
+    pub script_calls_per_publish: Option<f64>,
     /// Calls per command (`publish`, `evalsha`, ...), those called in the window only.
     pub commands: BTreeMap<String, u64>,
     /// Why the figures are missing, when they are.

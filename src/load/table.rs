@@ -210,9 +210,26 @@ impl Summary {
             write!(t, "  {:<16}{}: ", if i == 0 { "redis" } else { "" }, r.url)?;
             match (r.cpu_secs, r.calls) {
                 (Some(cpu), Some(calls)) => {
-                    write!(t, "{cpu:.2} CPU s · {} calls", group(calls))?;
+                    write!(t, "{cpu:.2} CPU s")?;
+                    if let Some(scripts) = r.script_calls.filter(|&n| n > 0) {
+                        write!(t, " · {} script calls", group(scripts))?;
+                        match r.script_calls_per_publish {
+                            Some(per) if per < 1.0 => write!(
+                                t,
+                                " ({per:.3} per numbered publish: {:.1} publishes per call)",
+                                1.0 / per
+                            )?,
+                            Some(per) => write!(t, " ({per:.2} per numbered publish)")?,
+                            None => {}
+                        }
+                    }
+                    write!(t, " · {} commands counted", group(calls))?;
                     if let Some(per) = r.calls_per_publish {
-                        write!(t, " ({per:.2} per numbered publish)")?;
+                        write!(t, " ({per:.2} per numbered publish")?;
+                        if r.script_calls.is_some_and(|n| n > 0) {
+                            write!(t, ", those run inside scripts included")?;
+                        }
+                        write!(t, ")")?;
                     }
                     let mut top: Vec<(&String, &u64)> = r.commands.iter().collect();
                     top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
