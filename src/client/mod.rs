@@ -5,7 +5,7 @@
 //!   [`proto`](crate::proto) core does the framing; the client reads, writes and answers pings.
 //! - [`ReconnectingClient`]: reconnects with [`Backoff`] after an abnormal close, a failed
 //!   connect or a missed heartbeat, and calls an `on_connect` hook to re-join and resume.
-//! - [`WsUrl`]: `ws[s]://host[:port]/path?query`.
+//! - [`WsUrl`]: `ws://` and `wss://` URLs.
 //! - [`Backoff`] and [`AckTracker`]: pure policy (time and randomness passed in).
 //!
 //! # Example

@@ -60,10 +60,12 @@ mod scenarios;
 mod scrape;
 mod table;
 mod target;
+mod tls;
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use cli::{LoadArgs, run};
@@ -171,7 +173,7 @@ pub const MIN_PAYLOAD: usize = 16;
 pub struct LoadConfig {
     /// The workload.
     pub scenario: Scenario,
-    /// The `ws://` URL to connect to. With several nodes: the first one, where publishers go
+    /// The `ws://` or `wss://` URL to connect to. With several nodes: the first one, where publishers go
     /// unless [`publish_urls`](Self::publish_urls) names others.
     pub url: String,
     /// Broadcast, game, room, tick: the URLs the publishers take turns over (empty: `url`).
@@ -220,6 +222,12 @@ pub struct LoadConfig {
     /// Redis servers (`redis://[:PASSWORD@]HOST[:PORT][/]`) whose CPU time (`INFO cpu`) and
     /// command calls (`INFO commandstats`) over the window are reported.
     pub redis: Vec<String>,
+    /// `wss://`: PEM files of CA certificates to trust beside the webpki roots (a server's
+    /// self-signed certificate, a private CA).
+    pub ca_files: Vec<PathBuf>,
+    /// `wss://`: accept any certificate for any name (handshake signatures are still checked).
+    /// For measuring a server with a throwaway certificate; never for anything else.
+    pub insecure: bool,
     /// Draw a progress bar on stderr (when it is a terminal). Default off in the library.
     pub progress: bool,
 }
@@ -248,6 +256,8 @@ impl LoadConfig {
             max_pending: 512,
             server_pids: Vec::new(),
             redis: Vec::new(),
+            ca_files: Vec::new(),
+            insecure: false,
             progress: false,
         }
     }
@@ -341,7 +351,7 @@ impl LoadConfig {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum LoadError {
-    /// The URL is not a usable `ws://` URL.
+    /// The URL is not a usable `ws://` or `wss://` URL.
     Url(String),
     /// The host name did not resolve.
     Resolve {
