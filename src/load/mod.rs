@@ -17,6 +17,17 @@
 //!  redis     INFO cpu and INFO commandstats of Redis servers, over plain RESP
 //! ```
 //!
+//! # TLS
+//!
+//! A `wss://` URL (any scenario) gives each connection a rustls `ClientConnection` over its
+//! socket, driven by the same event loop: the ciphertext is read and written by the driver,
+//! the plaintext takes the plain path. The server's certificate is checked against the webpki
+//! roots plus [`LoadConfig::ca_files`] (`--ca`) for the URL's host (sent as SNI), ALPN offers
+//! `http/1.1`; [`LoadConfig::insecure`] (`--insecure`) skips the check. Session resumption is
+//! off, so every connect scenario handshake is a full TLS handshake followed by the WebSocket
+//! one ([`ConnectStats::tls`]). A refused certificate fails a connection as
+//! [`FailureCause::Certificate`], other TLS failures as [`FailureCause::Tls`].
+//!
 //! # Several nodes
 //!
 //! A cluster of `hibiki serve` nodes is measured as one server: publishers connect to
