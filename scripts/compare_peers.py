@@ -24,7 +24,9 @@ KEY = f"{TLS_DIR}/key.pem" if TLS else None
 if TLS:
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                     "-nodes", "-keyout", KEY, "-out", CERT, "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    # A server certificate, not a CA's (which webpki refuses as an end entity).
+                    "-addext", "basicConstraints=critical,CA:FALSE"],
                    check=True, capture_output=True)
 SERVERS = {
     "hibiki": [LOAD, "serve", "--threads", "1", "--listen", f"127.0.0.1:{PORT}",

@@ -39,9 +39,11 @@ pub(crate) fn config(ca_files: &[PathBuf], insecure: bool) -> Result<Arc<ClientC
 /// The failure cause of a TLS error: a refused certificate has its own.
 pub(crate) fn cause(error: &rustls::Error) -> FailureCause {
     match error {
-        rustls::Error::InvalidCertificate(cert) => {
-            FailureCause::Certificate(crate::client::CertificateReason::of(cert).to_string())
-        }
+        rustls::Error::InvalidCertificate(cert) => match crate::client::CertificateReason::of(cert) {
+            // The verifier's own words say more than "refused".
+            crate::client::CertificateReason::Other => FailureCause::Certificate(cert.to_string()),
+            reason => FailureCause::Certificate(reason.to_string()),
+        },
         other => FailureCause::Tls(other.to_string()),
     }
 }
