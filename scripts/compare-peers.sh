@@ -4,9 +4,18 @@
 # (A B C A B C ...), medians over the rounds, ratios by messages per server CPU-second.
 #
 # usage: scripts/compare-peers.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds of 10 s)
-# env:   SCENARIOS="echo-1 echo-16 echo-16k echo-1000 broadcast idle" to pick some
+# env:   SCENARIOS="echo-1 echo-16 echo-16k echo-1000 broadcast idle connect" to pick some
+#        TLS=1: over wss:// instead: a self-signed certificate made with openssl in a temporary
+#        directory, given to every server (hibiki serve --tls-cert/--tls-key, the peers'
+#        tokio-rustls variants) and to `hibiki load --ca`; scenarios echo-16, echo-1, echo-16k
+#        and connect (full TLS + WebSocket handshakes per server CPU-second) unless SCENARIOS
+#        says otherwise. A hibiki build without --tls-cert is left out (peers only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -n "${TLS:-}" ] && [ "${TLS}" != 0 ] && ! command -v openssl >/dev/null; then
+  echo "TLS=1 needs openssl (to make the certificate)" >&2
+  exit 2
+fi
 cargo build --release --quiet --bin hibiki
 (cd benches/peers && cargo build --release --quiet --bins)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

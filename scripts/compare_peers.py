@@ -1,10 +1,12 @@
 """Runs the peer comparison described in scripts/compare-peers.sh and prints the tables."""
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROUNDS = int(sys.argv[1])
@@ -13,13 +15,31 @@ TARGET = os.environ.get("CARGO_TARGET_DIR", "target")
 LOAD = f"{TARGET}/release/hibiki"
 PEERS = os.environ.get("CARGO_TARGET_DIR", "benches/peers/target")
 PORT = 9400
+# TLS=1: every server serves wss:// with one self-signed certificate (ECDSA P-256, made here
+# with openssl), and `hibiki load` trusts it with --ca.
+TLS = os.environ.get("TLS", "") not in ("", "0")
+TLS_DIR = tempfile.mkdtemp(prefix="hibiki-peers-tls-") if TLS else None
+CERT = f"{TLS_DIR}/cert.pem" if TLS else None
+KEY = f"{TLS_DIR}/key.pem" if TLS else None
+if TLS:
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", KEY, "-out", CERT, "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    # A server certificate, not a CA's (which webpki refuses as an end entity).
+                    "-addext", "basicConstraints=critical,CA:FALSE"],
+                   check=True, capture_output=True)
 SERVERS = {
     "hibiki": [LOAD, "serve", "--threads", "1", "--listen", f"127.0.0.1:{PORT}",
-               "--no-deflate", "--ping-interval", "0"],
-    "fastwebsockets": [f"{PEERS}/release/fastwebsockets_server", f"127.0.0.1:{PORT}"],
-    "tokio-tungstenite": [f"{PEERS}/release/tungstenite_server", f"127.0.0.1:{PORT}"],
+               "--no-deflate", "--ping-interval", "0", *(["--tls-cert", CERT, "--tls-key", KEY] if TLS else [])],
+    "fastwebsockets": [f"{PEERS}/release/fastwebsockets_server", f"127.0.0.1:{PORT}", *([CERT, KEY] if TLS else [])],
+    "tokio-tungstenite": [f"{PEERS}/release/tungstenite_server", f"127.0.0.1:{PORT}", *([CERT, KEY] if TLS else [])],
 }
-URL = f"ws://127.0.0.1:{PORT}"
+if TLS:
+    serve_help = subprocess.run([LOAD, "serve", "--help"], capture_output=True, text=True).stdout
+    if "--tls-cert" not in serve_help:
+        print("hibiki serve has no --tls-cert in this build: measuring the peers only", file=sys.stderr)
+        del SERVERS["hibiki"]
+URL = f"{'wss' if TLS else 'ws'}://127.0.0.1:{PORT}"
 # name: (load arguments, what to compare)
 SCENARIOS = {
     "echo-1": (["echo", "--url", f"{URL}/echo", "-c", "100", "--in-flight", "1", "--payload", "20"], "cpu"),
@@ -29,6 +49,7 @@ SCENARIOS = {
     "broadcast": (["broadcast", "--url", f"{URL}/broadcast", "-c", "1000", "--publishers", "1", "--rate", "1000",
                    "--payload", "20"], "cpu"),
     "idle": (["idle", "--url", f"{URL}/echo", "-c", "10000"], "memory"),
+    "connect": (["connect", "--url", f"{URL}/echo", "--concurrency", "50"], "cpu"),
 }
 LABELS = {
     "echo-1": "echo 100 conns x 20 B, 1 in flight",
@@ -37,27 +58,33 @@ LABELS = {
     "echo-1000": "echo 1,000 conns x 20 B, 1 in flight",
     "broadcast": "broadcast 1,000 subscribers, 1,000 msg/s",
     "idle": "idle 10,000 connections",
+    "connect": "connect, 50 at once (handshakes)",
 }
-chosen = os.environ.get("SCENARIOS", " ".join(SCENARIOS)).split()
+DEFAULT = "echo-16 echo-1 echo-16k connect" if TLS else "echo-1 echo-16 echo-16k echo-1000 broadcast idle"
+chosen = os.environ.get("SCENARIOS", DEFAULT).split()
+if TLS:
+    LABELS = {k: "TLS " + v.replace("(handshakes)", "(TLS + WebSocket handshakes)") for k, v in LABELS.items()}
 
 
 def wait_port():
     for _ in range(100):
         try:
             socket.create_connection(("127.0.0.1", PORT), timeout=0.2).close()
-            return
+            return True
         except OSError:
             time.sleep(0.05)
-    raise SystemExit("a server did not start")
+    return False
 
 
 def run(server, args):
     proc = subprocess.Popen(["taskset", "-c", "0", *SERVERS[server]], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        wait_port()
+        if not wait_port():
+            print(f"  {server}: did not start", file=sys.stderr)
+            return None
         cmd = ["taskset", "-c", "1", LOAD, "load", *args, "--duration", str(SECONDS), "--server-pid",
-               str(proc.pid), "--json", "--quiet"]
+               str(proc.pid), "--json", "--quiet", *(["--ca", CERT] if TLS else [])]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=SECONDS * 6 + 120)
         if out.returncode != 0 and not out.stdout.strip():
             print(f"  {server}: load failed: {out.stderr.strip()[:200]}", file=sys.stderr)
@@ -83,6 +110,8 @@ def figures(summary, kind):
     rate = msgs.get("per_sec")
     if summary.get("broadcast"):
         rate = summary["broadcast"]["delivered"] / summary["duration_secs"]
+    if summary.get("connect"):
+        rate = summary["connect"]["per_sec"]
     return {"value": usage.get("per_server_cpu_sec"), "rate": rate, "cpu": usage.get("server_cpu_secs"),
             "p99": (summary.get("latency") or {}).get("p99"), "load_cpu": usage.get("load_cpu_secs"),
             "failed": summary["connections"]["failed"] + summary["connections"]["failed_after_open"]}
@@ -111,14 +140,17 @@ def fmt(v, digits=0):
     return f"{v:,.{digits}f}"
 
 
+if TLS_DIR:
+    shutil.rmtree(TLS_DIR, ignore_errors=True)
 print(f"\nMachine: {os.cpu_count()} cores ({open('/proc/cpuinfo').read().split('model name')[1].split(':')[1].splitlines()[0].strip()}); "
-      f"{ROUNDS} rounds x {SECONDS:.0f} s, medians; server on core 0, load on core 1.\n")
-print("| scenario | server | msg/s | server CPU s | msgs per server CPU-s | p99 µs | hibiki ratio |")
+      f"{ROUNDS} rounds x {SECONDS:.0f} s, medians; server on core 0, load on core 1"
+      f"{'; wss:// with a self-signed ECDSA P-256 certificate, full handshakes (no resumption)' if TLS else ''}.\n")
+print("| scenario | server | msg/s (connect: handshakes/s) | server CPU s | per server CPU-s | p99 µs | hibiki ratio |")
 print("|---|---|---|---|---|---|---|")
 ratios = {srv: [] for srv in SERVERS if srv != "hibiki"}
 for scenario in chosen:
     kind = SCENARIOS[scenario][1]
-    base = med(results[scenario]["hibiki"], "value")
+    base = med(results[scenario].get("hibiki", []), "value")
     for server in SERVERS:
         rows = results[scenario][server]
         value = med(rows, "value")

@@ -1,7 +1,9 @@
-//! A blocking client over `std::net::TcpStream`.
+//! A blocking client over `std::net::TcpStream`, with TLS (rustls) for `wss://`.
 
 use std::io::{self, Read as _, Write as _};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -12,6 +14,7 @@ use crate::proto::{CloseCode, Config, Connection, Event, MessageKind, Role};
 
 use super::error::ClientError;
 use super::handshake::{self, Offer};
+use super::tls::{Stream, TlsOptions};
 use super::url::WsUrl;
 
 /// Bytes asked of the socket per read.
@@ -54,6 +57,20 @@ pub enum Incoming {
 /// client.send_text("hi")?;
 /// # Ok::<(), hibiki::client::ClientError>(())
 /// ```
+///
+/// `wss://` URLs go through TLS: the server's certificate is checked against the webpki roots
+/// (Mozilla's list) plus any [`ca_file`](Self::ca_file), for the host of the URL (sent as SNI);
+/// ALPN offers `http/1.1`. [`tls_config`](Self::tls_config) replaces all of that with a rustls
+/// configuration of the caller's.
+///
+/// ```no_run
+/// use hibiki::client::ClientBuilder;
+///
+/// // A development server with a self-signed certificate (or one from a private CA).
+/// let mut client = ClientBuilder::new().ca_file("dev-ca.pem").connect("wss://localhost:8443/echo")?;
+/// client.send_text("hi")?;
+/// # Ok::<(), hibiki::client::ClientError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct ClientBuilder {
     protocols: Vec<String>,
@@ -63,6 +80,7 @@ pub struct ClientBuilder {
     close_timeout: Duration,
     write_timeout: Option<Duration>,
     config: Config,
+    tls: TlsOptions,
 }
 
 impl Default for ClientBuilder {
@@ -75,6 +93,7 @@ impl Default for ClientBuilder {
             close_timeout: Duration::from_secs(5),
             write_timeout: None,
             config: Config::default(),
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -153,13 +172,35 @@ impl ClientBuilder {
         self
     }
 
-    /// Connects to `url` (`ws://host[:port]/path?query`) and runs the opening handshake.
+    /// `wss://`: trusts the CA certificates of this PEM file too, beside the webpki roots
+    /// (call again for more files). For servers with a self-signed certificate (give the
+    /// certificate itself) or one from a private CA. The file is read at the first `wss://`
+    /// connect; a file that cannot be read fails it with [`ClientError::TlsSetup`].
+    #[must_use]
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls.add_ca_file(path.into());
+        self
+    }
+
+    /// `wss://`: uses this rustls configuration as it is, instead of the webpki roots and the
+    /// [`ca_file`](Self::ca_file)s: own roots, client certificates, a custom verifier. Set its
+    /// `alpn_protocols` to `[b"http/1.1"]` if the server needs ALPN.
+    #[must_use]
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls.set_config(config);
+        self
+    }
+
+    /// Connects to `url` (`ws[s]://host[:port]/path?query`) and runs the opening handshake
+    /// (after the TLS handshake, for `wss://`).
     ///
     /// # Errors
     ///
-    /// [`ClientError::Url`] for a bad URL (and for `wss://`), [`ClientError::Io`] or
-    /// [`ClientError::Timeout`] when the server cannot be reached, [`ClientError::Handshake`]
-    /// when it refuses (see [`ClientError::status`]) or answers wrongly.
+    /// [`ClientError::Url`] for a bad URL, [`ClientError::Io`] or [`ClientError::Timeout`]
+    /// when the server cannot be reached, [`ClientError::Certificate`] when its certificate is
+    /// refused, [`ClientError::Tls`] when the TLS handshake fails otherwise,
+    /// [`ClientError::Handshake`] when it refuses the upgrade (see [`ClientError::status`]) or
+    /// answers wrongly.
     pub fn connect(&self, url: &str) -> Result<Client, ClientError> {
         self.connect_url(&WsUrl::parse(url)?)
     }
@@ -173,19 +214,24 @@ impl ClientBuilder {
         let offer =
             Offer { protocols: &self.protocols, deflate: self.deflate.as_ref(), headers: &self.headers };
         handshake::check_offer(&offer)?;
+        let tls = if url.is_tls() { Some(self.tls.config()?) } else { None };
         let deadline = Instant::now() + self.connect_timeout;
-        let mut stream = handshake::connect_tcp(url, deadline)?;
-        stream.set_nodelay(true)?;
+        let tcp = handshake::connect_tcp(url, deadline)?;
+        tcp.set_nodelay(true)?;
+        let mut stream = match tls {
+            Some(config) => Stream::tls(tcp, config, url.host())?,
+            None => Stream::Plain(tcp),
+        };
         let negotiated = handshake::handshake(&mut stream, url, &offer, deadline)?;
-        stream.set_write_timeout(self.write_timeout)?;
+        stream.tcp().set_write_timeout(self.write_timeout)?;
         let deflate = match (negotiated.deflate, &self.deflate) {
             (Some(params), Some(config)) => Some(DeflateState::new(Role::Client, params, config)),
             _ => None,
         };
         let compressed = deflate.is_some();
         Ok(Client {
-            local_addr: stream.local_addr()?,
-            peer_addr: stream.peer_addr()?,
+            local_addr: stream.tcp().local_addr()?,
+            peer_addr: stream.tcp().peer_addr()?,
             stream,
             conn: Connection::new(Role::Client, self.config.clone(), deflate),
             input: negotiated.leftover,
@@ -218,7 +264,7 @@ struct Ended {
 /// [`close`](Self::close) first to end it cleanly.
 #[derive(Debug)]
 pub struct Client {
-    stream: TcpStream,
+    stream: Stream,
     conn: Connection,
     /// Bytes read and not yet consumed by the core: an unfinished frame.
     input: BytesMut,
@@ -259,6 +305,11 @@ impl Client {
     /// The subprotocol the server selected, if any.
     pub fn protocol(&self) -> Option<&str> {
         self.protocol.as_deref()
+    }
+
+    /// Whether the connection goes through TLS (`wss://`).
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
     }
 
     /// Whether permessage-deflate was negotiated.
@@ -502,15 +553,15 @@ impl Client {
                 _ if *looked => return Ok(Read::TimedOut),
                 _ => {
                     *looked = true;
-                    self.stream.set_nonblocking(true)?;
+                    self.stream.tcp().set_nonblocking(true)?;
                     let read = self.read_once();
-                    self.stream.set_nonblocking(false)?;
+                    self.stream.tcp().set_nonblocking(false)?;
                     return read;
                 }
             },
         };
         if self.read_timeout != timeout {
-            self.stream.set_read_timeout(timeout)?;
+            self.stream.tcp().set_read_timeout(timeout)?;
             self.read_timeout = timeout;
         }
         self.read_once()
@@ -540,9 +591,18 @@ impl Client {
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                     return Ok(Read::TimedOut);
                 }
+                // TLS: the TCP connection ended without a close_notify.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    let reason = "the server closed the TCP connection without a close frame";
+                    self.end(CloseCode::ABNORMAL, reason, false);
+                    return Err(ClientError::abnormal(reason));
+                }
                 Err(e) => {
                     self.end(CloseCode::ABNORMAL, format!("read failed: {e}"), false);
-                    return Err(ClientError::Io(e));
+                    return Err(match ClientError::from(e) {
+                        ClientError::Timeout => ClientError::abnormal("read failed"),
+                        error => error,
+                    });
                 }
             }
         }
@@ -568,7 +628,7 @@ impl Client {
         }
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+            if left.is_zero() || self.stream.tcp().set_read_timeout(Some(left)).is_err() {
                 break;
             }
             self.read_timeout = Some(left);
@@ -580,13 +640,13 @@ impl Client {
             }
         }
         self.input = BytesMut::new();
-        let _ = self.stream.shutdown(Shutdown::Both);
+        self.stream.shutdown();
     }
 
     fn end(&mut self, code: CloseCode, reason: impl Into<String>, clean: bool) {
         if self.ended.is_none() {
             self.ended = Some(Ended { code, reason: reason.into(), clean });
-            let _ = self.stream.shutdown(Shutdown::Both);
+            self.stream.shutdown();
         }
         self.input = BytesMut::new();
         self.output = BytesMut::new();

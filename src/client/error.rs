@@ -7,6 +7,7 @@ use crate::proto::deflate::NegotiationError;
 use crate::proto::handshake::HandshakeError;
 use crate::proto::{self, CloseCode};
 
+use super::tls::CertificateReason;
 use super::url::UrlError;
 
 /// Why a client operation failed.
@@ -15,8 +16,24 @@ use super::url::UrlError;
 pub enum ClientError {
     /// The transport failed: connection refused or reset, broken pipe, DNS failure.
     Io(io::Error),
-    /// The URL is not a usable `ws://` URL (including `wss://`, unsupported).
+    /// The URL is not a usable `ws://` or `wss://` URL.
     Url(UrlError),
+    /// `wss://`: the server's certificate was refused. Not an I/O error: the connection worked,
+    /// the server is not who the URL names, or cannot be trusted without more configuration
+    /// (a self-signed server needs its CA given with
+    /// [`ClientBuilder::ca_file`](super::ClientBuilder::ca_file)).
+    Certificate {
+        /// Why, in a form to match on.
+        reason: CertificateReason,
+        /// The verifier's own words (the names the certificate holds, its validity dates).
+        detail: String,
+    },
+    /// `wss://`: the TLS session failed otherwise (an alert from the server, no protocol
+    /// version or cipher suite in common, a corrupt record).
+    Tls(rustls::Error),
+    /// `wss://`: the TLS options cannot be used (a CA file that cannot be read or holds no
+    /// certificate, a host that is not a valid server name).
+    TlsSetup(String),
     /// The request cannot be written: a subprotocol that is not a token, a header name or
     /// value that is invalid, or a header the handshake sets itself.
     InvalidRequest(String),
@@ -65,9 +82,10 @@ impl ClientError {
     }
 
     /// Whether trying again later may succeed: transport failures, timeouts, protocol errors,
-    /// abnormal closes, and refusals with 408, 429 or a 5xx status. Not: a normal close (1000),
-    /// another 4xx refusal (the request itself is wrong or unauthorized), a bad URL or
-    /// request, an unacceptable extension answer, or a send that cannot be framed.
+    /// TLS session failures, abnormal closes, and refusals with 408, 429 or a 5xx status. Not:
+    /// a normal close (1000), another 4xx refusal (the request itself is wrong or
+    /// unauthorized), a refused certificate or unusable TLS options, a bad URL or request, an
+    /// unacceptable extension answer, or a send that cannot be framed.
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Io(_) | Self::Timeout | Self::Protocol(_) | Self::NotConnected => true,
@@ -75,8 +93,31 @@ impl ClientError {
             Self::Handshake(HandshakeError::UnexpectedStatus(status)) => {
                 matches!(status, 408 | 429 | 500..=599)
             }
-            Self::Handshake(_) => true,
-            Self::Url(_) | Self::InvalidRequest(_) | Self::Extension(_) | Self::Send(_) => false,
+            Self::Handshake(_) | Self::Tls(_) => true,
+            Self::Url(_)
+            | Self::InvalidRequest(_)
+            | Self::Extension(_)
+            | Self::Send(_)
+            | Self::Certificate { .. }
+            | Self::TlsSetup(_) => false,
+        }
+    }
+
+    /// The reason a certificate was refused, for [`Certificate`](Self::Certificate).
+    pub fn certificate_reason(&self) -> Option<CertificateReason> {
+        match self {
+            Self::Certificate { reason, .. } => Some(*reason),
+            _ => None,
+        }
+    }
+
+    /// The error of a failed TLS session: a certificate error has its own kind.
+    pub(crate) fn from_tls(error: rustls::Error) -> Self {
+        match error {
+            rustls::Error::InvalidCertificate(cert) => {
+                Self::Certificate { reason: CertificateReason::of(&cert), detail: cert.to_string() }
+            }
+            other => Self::Tls(other),
         }
     }
 
@@ -90,6 +131,11 @@ impl fmt::Display for ClientError {
         match self {
             Self::Io(e) => write!(f, "I/O error: {e}"),
             Self::Url(e) => write!(f, "invalid URL: {e}"),
+            Self::Certificate { reason, detail } => {
+                write!(f, "server certificate refused ({reason}): {detail}")
+            }
+            Self::Tls(e) => write!(f, "TLS error: {e}"),
+            Self::TlsSetup(what) => write!(f, "TLS setup: {what}"),
             Self::InvalidRequest(what) => write!(f, "invalid request: {what}"),
             Self::Handshake(HandshakeError::UnexpectedStatus(status)) => {
                 write!(f, "handshake refused with HTTP status {status}")
@@ -111,6 +157,7 @@ impl std::error::Error for ClientError {
         match self {
             Self::Io(e) => Some(e),
             Self::Url(e) => Some(e),
+            Self::Tls(e) => Some(e),
             Self::Handshake(e) => Some(e),
             Self::Extension(e) => Some(e),
             Self::Protocol(e) => Some(e),
@@ -122,6 +169,10 @@ impl std::error::Error for ClientError {
 
 impl From<io::Error> for ClientError {
     fn from(e: io::Error) -> Self {
+        // rustls reports a failed session as `InvalidData` wrapping its own error.
+        if let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+            return Self::from_tls(tls.clone());
+        }
         match e.kind() {
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Self::Timeout,
             _ => Self::Io(e),
@@ -173,8 +224,24 @@ mod tests {
         assert_eq!(normal.to_string(), "connection closed (1000: bye)");
         assert_eq!(normal.close_code(), Some(CloseCode::NORMAL));
         assert!(ClientError::abnormal("").is_retryable());
-        assert!(!ClientError::Url(UrlError::TlsNotSupported).is_retryable());
+        assert!(!ClientError::Url(UrlError::MissingScheme).is_retryable());
         let timeout = io::Error::new(io::ErrorKind::TimedOut, "t");
         assert!(matches!(ClientError::from(timeout), ClientError::Timeout));
+    }
+
+    #[test]
+    fn tls_errors_inside_io_errors() {
+        let cert = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped = io::Error::new(io::ErrorKind::InvalidData, cert);
+        let error = ClientError::from(wrapped);
+        assert_eq!(error.certificate_reason(), Some(CertificateReason::UnknownIssuer));
+        assert!(!error.is_retryable());
+        assert!(error.to_string().contains("unknown issuer"), "{error}");
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure);
+        let error = ClientError::from(io::Error::new(io::ErrorKind::InvalidData, alert));
+        assert!(matches!(error, ClientError::Tls(_)), "{error:?}");
+        assert!(error.is_retryable());
+        let plain = ClientError::from(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert!(matches!(plain, ClientError::Io(_)));
     }
 }

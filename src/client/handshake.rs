@@ -1,5 +1,5 @@
-//! The opening handshake over a blocking `TcpStream`: connect, write the request, read and
-//! check the response.
+//! The opening handshake over a blocking `TcpStream` (TLS first, for `wss://`): connect,
+//! write the request, read and check the response.
 
 use std::io::{self, Read as _, Write as _};
 use std::net::TcpStream;
@@ -14,6 +14,7 @@ use crate::proto::handshake::{
 };
 
 use super::error::ClientError;
+use super::tls::Stream;
 use super::url::WsUrl;
 
 /// Largest response head accepted from a server.
@@ -81,9 +82,10 @@ pub(super) fn connect_tcp(url: &WsUrl, deadline: Instant) -> Result<TcpStream, C
     Err(last.map_or(ClientError::Timeout, ClientError::from))
 }
 
-/// Runs the handshake for `url` on `stream`, which has no timeouts set on return.
+/// Runs the handshake for `url` on `stream` (the TLS handshake first), which has no timeouts
+/// set on return.
 pub(super) fn handshake(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     url: &WsUrl,
     offer: &Offer<'_>,
     deadline: Instant,
@@ -101,7 +103,9 @@ pub(super) fn handshake(
     };
     let mut wire = Vec::with_capacity(256);
     request.write(&mut wire);
-    set_timeouts(stream, deadline)?;
+    set_timeouts(stream.tcp(), deadline)?;
+    stream.complete_handshake()?;
+    set_timeouts(stream.tcp(), deadline)?;
     stream.write_all(&wire)?;
 
     let mut buf = Vec::with_capacity(1024);
@@ -111,7 +115,7 @@ pub(super) fn handshake(
         if let Status::Complete(_) = parse_response(&buf, &mut scratch, MAX_RESPONSE_SIZE)? {
             break;
         }
-        set_timeouts(stream, deadline)?;
+        set_timeouts(stream.tcp(), deadline)?;
         let n = match stream.read(&mut chunk) {
             Ok(0) => {
                 return Err(ClientError::Io(io::Error::new(
@@ -125,8 +129,8 @@ pub(super) fn handshake(
         };
         buf.extend_from_slice(&chunk[..n]);
     }
-    stream.set_read_timeout(None)?;
-    stream.set_write_timeout(None)?;
+    stream.tcp().set_read_timeout(None)?;
+    stream.tcp().set_write_timeout(None)?;
 
     let mut scratch = [EMPTY_HEADER; MAX_HEADERS];
     let response = parse_response(&buf, &mut scratch, MAX_RESPONSE_SIZE)?

@@ -1,11 +1,11 @@
-//! `ws://` URLs (RFC 6455 §3).
+//! `ws://` and `wss://` URLs (RFC 6455 §3).
 //!
 //! ```text
-//! ws-URI = "ws:" "//" host [ ":" port ] path [ "?" query ]
+//! ws-URI  = "ws:" "//" host [ ":" port ] path [ "?" query ]
+//! wss-URI = "wss:" "//" host [ ":" port ] path [ "?" query ]
 //! ```
 //!
-//! Only the plain-TCP scheme is supported: a `wss://` URL is refused with
-//! [`UrlError::TlsNotSupported`]. Fragments are refused too: "Fragment identifiers are
+//! `wss://` connections go through TLS (default port 443). Fragments are refused: "Fragment identifiers are
 //! meaningless in the context of WebSocket URIs and MUST NOT be used on these URIs" (RFC 6455
 //! §3), and so is user information (`user:pass@host`), which has no place in a WebSocket
 //! handshake (send an `Authorization` header instead).
@@ -18,9 +18,14 @@ use std::str::FromStr;
 /// The port of `ws://` URLs that name none.
 pub const DEFAULT_PORT: u16 = 80;
 
-/// A parsed `ws://host[:port]/path?query` URL.
+/// The port of `wss://` URLs that name none.
+pub const DEFAULT_TLS_PORT: u16 = 443;
+
+/// A parsed `ws[s]://host[:port]/path?query` URL.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct WsUrl {
+    /// `wss://`.
+    tls: bool,
     /// Host name or address, without the brackets of an IPv6 literal.
     host: String,
     port: u16,
@@ -36,8 +41,6 @@ pub struct WsUrl {
 pub enum UrlError {
     /// No `scheme://` prefix.
     MissingScheme,
-    /// `wss://`: this client speaks plain TCP only.
-    TlsNotSupported,
     /// A scheme other than `ws` (or `wss`).
     UnsupportedScheme(String),
     /// The authority is empty or the host is malformed.
@@ -57,8 +60,9 @@ impl fmt::Display for UrlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::MissingScheme => f.write_str("missing scheme: expected ws://host[:port]/path"),
-            Self::TlsNotSupported => f.write_str("wss:// (TLS) is not supported by this client; use ws://"),
-            Self::UnsupportedScheme(scheme) => write!(f, "unsupported scheme {scheme:?}: expected ws://"),
+            Self::UnsupportedScheme(scheme) => {
+                write!(f, "unsupported scheme {scheme:?}: expected ws:// or wss://")
+            }
             Self::InvalidHost => f.write_str("missing or invalid host"),
             Self::InvalidPort => f.write_str("invalid port"),
             Self::UserInfo => f.write_str("user information in the URL is not supported"),
@@ -71,21 +75,22 @@ impl fmt::Display for UrlError {
 impl std::error::Error for UrlError {}
 
 impl WsUrl {
-    /// Parses `ws://host[:port][/path][?query]`. The scheme is case-insensitive; a missing path
-    /// is `/`; the port defaults to 80.
+    /// Parses `ws[s]://host[:port][/path][?query]`. The scheme is case-insensitive; a missing
+    /// path is `/`; the port defaults to 80 (`wss://`: 443).
     ///
     /// # Errors
     ///
-    /// See [`UrlError`]; `wss://` gives [`UrlError::TlsNotSupported`].
+    /// See [`UrlError`].
     pub fn parse(input: &str) -> Result<Self, UrlError> {
         let input = input.trim();
         let (scheme, rest) = input.split_once("://").ok_or(UrlError::MissingScheme)?;
-        if scheme.eq_ignore_ascii_case("wss") {
-            return Err(UrlError::TlsNotSupported);
-        }
-        if !scheme.eq_ignore_ascii_case("ws") {
+        let tls = if scheme.eq_ignore_ascii_case("wss") {
+            true
+        } else if scheme.eq_ignore_ascii_case("ws") {
+            false
+        } else {
             return Err(UrlError::UnsupportedScheme(scheme.to_owned()));
-        }
+        };
         if let Some(c) = rest.chars().find(|&c| !c.is_ascii_graphic()) {
             return Err(UrlError::InvalidCharacter(c));
         }
@@ -100,11 +105,22 @@ impl WsUrl {
         let (host, port) = split_authority(authority)?;
         let resource = if resource.starts_with('/') { resource.to_owned() } else { format!("/{resource}") };
         Ok(Self {
+            tls,
             host: host.to_owned(),
-            port: port.unwrap_or(DEFAULT_PORT),
+            port: port.unwrap_or(if tls { DEFAULT_TLS_PORT } else { DEFAULT_PORT }),
             explicit_port: port.is_some(),
             resource,
         })
+    }
+
+    /// Whether the URL is `wss://` (TLS).
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// `"wss"` or `"ws"`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "wss" } else { "ws" }
     }
 
     /// The host, without brackets for an IPv6 literal.
@@ -112,7 +128,7 @@ impl WsUrl {
         &self.host
     }
 
-    /// The port (80 when the URL names none).
+    /// The port (80 when the URL names none; `wss://`: 443).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -132,10 +148,11 @@ impl WsUrl {
         self.resource.split_once('?').map(|(_, query)| query)
     }
 
-    /// The `Host` header value: the host (bracketed if IPv6), plus `:port` unless it is 80.
+    /// The `Host` header value: the host (bracketed if IPv6), plus `:port` unless it is the
+    /// scheme's default (80, `wss://`: 443).
     pub fn host_header(&self) -> String {
         let mut out = self.bracketed_host();
-        if self.port != DEFAULT_PORT {
+        if self.port != (if self.tls { DEFAULT_TLS_PORT } else { DEFAULT_PORT }) {
             out.push(':');
             out.push_str(&self.port.to_string());
         }
@@ -209,7 +226,7 @@ impl FromStr for WsUrl {
 
 impl fmt::Display for WsUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ws://{}", self.bracketed_host())?;
+        write!(f, "{}://{}", self.scheme(), self.bracketed_host())?;
         if self.explicit_port {
             write!(f, ":{}", self.port)?;
         }
@@ -243,6 +260,19 @@ mod tests {
     }
 
     #[test]
+    fn wss() {
+        let url = WsUrl::parse("WSS://example.com/chat").unwrap();
+        assert!(url.is_tls());
+        assert_eq!((url.scheme(), url.port(), url.host_header()), ("wss", 443, "example.com".into()));
+        assert_eq!(url.to_string(), "wss://example.com/chat");
+        let url = WsUrl::parse("wss://localhost:8443").unwrap();
+        assert_eq!((url.port(), url.host_header()), (8443, "localhost:8443".into()));
+        assert_eq!(url.to_string(), "wss://localhost:8443/");
+        assert_eq!(WsUrl::parse("wss://h:80/").unwrap().host_header(), "h:80");
+        assert!(!WsUrl::parse("ws://h/").unwrap().is_tls());
+    }
+
+    #[test]
     fn ipv6() {
         let url: WsUrl = "ws://[::1]:8080/x".parse().unwrap();
         assert_eq!((url.host(), url.port()), ("::1", 8080));
@@ -264,8 +294,6 @@ mod tests {
     #[test]
     fn rejections() {
         use UrlError::*;
-        assert_eq!(WsUrl::parse("wss://example.com/"), Err(TlsNotSupported));
-        assert!(TlsNotSupported.to_string().contains("TLS"));
         assert_eq!(WsUrl::parse("http://example.com/"), Err(UnsupportedScheme("http".into())));
         assert_eq!(WsUrl::parse("example.com/"), Err(MissingScheme));
         assert_eq!(WsUrl::parse("ws:///x"), Err(InvalidHost));

@@ -29,6 +29,10 @@ use super::{LoadConfig, Scenario, plot, procfs, run_scenario};
   hibiki load room -c 5000 --publishers 1 --rate 100 --payload 100
   hibiki load tick -c 5000 --rate 60 --room game:bench
 
+Over TLS (every scenario; connect then counts full TLS handshakes, no session resumption):
+  hibiki load echo --url wss://example.com/echo -c 100
+  hibiki load connect --url wss://localhost:8443/echo --ca cert.pem --server-pid 1234
+
 A cluster of two nodes joined through Redis (publishers on the first, subscribers on both):
   hibiki load room -c 5000 --rate 100 \\
     --url ws://127.0.0.1:8081/ws --url ws://127.0.0.1:8082/ws \\
@@ -109,6 +113,15 @@ pub struct LoadArgs {
     /// Repeatable.
     #[arg(long, value_name = "URL")]
     redis: Vec<String>,
+    /// wss://: a PEM file of CA certificates to trust beside the webpki roots, e.g. the
+    /// server's own self-signed certificate (repeatable).
+    #[arg(long, value_name = "FILE")]
+    ca: Vec<PathBuf>,
+    /// wss://: DISABLES CERTIFICATE VERIFICATION: any certificate, for any name, is accepted
+    /// (handshake signatures are still checked). Only for measuring a server of your own with
+    /// a throwaway certificate; prefer --ca.
+    #[arg(long)]
+    insecure: bool,
     /// Print the summary as JSON on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -156,6 +169,8 @@ impl LoadArgs {
         config.max_pending = self.max_pending;
         config.server_pids.clone_from(&self.server_pid);
         config.redis.clone_from(&self.redis);
+        config.ca_files.clone_from(&self.ca);
+        config.insecure = self.insecure;
         config.progress = !self.quiet && std::io::stderr().is_terminal();
         config
     }

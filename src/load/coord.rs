@@ -40,6 +40,10 @@ pub fn run_scenario(config: &LoadConfig) -> Result<Summary, LoadError> {
     let publishers = config.publisher_slots();
     let publish = if publishers == 0 { config.subscribe_targets() } else { config.publish_targets() };
     let route = Route::resolve(publish, config.subscribe_targets(), publishers)?;
+    let tls = match route.nodes.iter().any(|n| n.target.tls.is_some()) {
+        true => Some(super::tls::config(&config.ca_files, config.insecure)?),
+        false => None,
+    };
     for node in &route.nodes {
         node.target.probe(config.connect_timeout)?;
     }
@@ -61,6 +65,7 @@ pub fn run_scenario(config: &LoadConfig) -> Result<Summary, LoadError> {
         max_pending: config.max_pending,
         recycle: config.scenario == Scenario::Connect,
         lean: config.scenario == Scenario::Idle,
+        tls,
     };
     let rss_before = rss_kib(&config.server_pids);
     let progress = Progress::new(config.progress, slots);
@@ -467,6 +472,7 @@ fn summarize(
         concurrency: config.concurrency,
         handshakes: stats.handshakes_measured,
         per_sec: stats.handshakes_measured as f64 / seconds,
+        tls: route.nodes.iter().any(|n| n.target.tls.is_some()),
     });
     let memory = match (scenario, rss_before, server.rss_after) {
         (Scenario::Idle, Some(before), Some(after)) => Some(MemoryStats {

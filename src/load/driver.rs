@@ -9,10 +9,15 @@
 //!
 //! The [`Workload`] decides what connections send; the driver owns their lifecycle: connect,
 //! handshake, frames, the close handshake, timeouts, failures by cause, and the run's phases.
+//!
+//! A `wss://` connection has a rustls `ClientConnection` besides (see `driver/tls.rs`): its
+//! socket bytes go through rustls on the way in and out, and the plaintext takes the same
+//! path as a plain connection's bytes. A plain connection pays one branch for it.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -21,6 +26,7 @@ use hdrhistogram::Histogram;
 use mio::event::Event as IoEvent;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use rustls::{ClientConfig, ClientConnection};
 use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -33,6 +39,8 @@ use super::procfs;
 use super::report::FailureCause;
 use super::scenarios::{Tally, histogram};
 use super::target::Route;
+
+mod tls;
 
 /// Bytes one `read` may bring.
 const READ_SIZE: usize = 64 * 1024;
@@ -167,6 +175,8 @@ pub(crate) struct Plan {
     pub(crate) recycle: bool,
     /// Idle scenario: give the buffers of idle connections back.
     pub(crate) lean: bool,
+    /// The TLS configuration, when a target is `wss://`.
+    pub(crate) tls: Option<Arc<ClientConfig>>,
 }
 
 /// What a scenario does with its connections. The driver calls it on its thread.
@@ -252,6 +262,8 @@ enum State {
 #[derive(Debug)]
 pub(crate) struct Conn<P> {
     stream: TcpStream,
+    /// `wss://`: the TLS session; `out` and `input` hold plaintext.
+    tls: Option<Box<ClientConnection>>,
     state: State,
     ws: Connection,
     /// An unfinished frame (or response head); empty when idle.
@@ -344,7 +356,12 @@ impl<P> Conns<P> {
         }
         if matches!(conn.state, State::Open | State::Closing) {
             conn.ws.poll_transmit(&mut conn.out);
-            if !conn.out.is_empty() && !conn.blocked {
+            if let Some(tls) = &mut conn.tls {
+                let _ = tls.writer().write_all(&conn.out);
+                if !conn.blocked {
+                    let _ = tls.write_tls(&mut conn.stream);
+                }
+            } else if !conn.out.is_empty() && !conn.blocked {
                 let _ = conn.stream.write(&conn.out);
             }
         }
@@ -440,6 +457,8 @@ pub(crate) struct Driver<'a, W: Workload> {
     conns: Conns<W::Peer>,
     work: W,
     rbuf: Vec<u8>,
+    /// `wss://`: what the sockets gave, before rustls decrypts it into `rbuf`.
+    tls_in: Vec<u8>,
     scratch: BytesMut,
     request: Vec<u8>,
     stats: DriverStats,
@@ -469,6 +488,7 @@ impl<'a, W: Workload> Driver<'a, W> {
             conns: Conns { slab: Slab::new(), dirty: Vec::new(), pending: 0, closing: 0 },
             work,
             rbuf: vec![0; READ_SIZE],
+            tls_in: if plan.tls.is_some() { vec![0; READ_SIZE] } else { Vec::new() },
             scratch: BytesMut::with_capacity(READ_SIZE),
             request: Vec::with_capacity(256),
             stats: DriverStats::new(),
@@ -718,6 +738,10 @@ impl<'a, W: Workload> Driver<'a, W> {
 
     fn open(&mut self, slot: usize, now: u64) {
         self.stats.attempts += 1;
+        let tls = match self.tls_session(slot) {
+            Ok(tls) => tls,
+            Err(cause) => return self.count_failure(cause, slot, now),
+        };
         let mut stream = match self.connect(slot) {
             Ok(stream) => stream,
             Err(e) => return self.count_failure(classify(&e), slot, now),
@@ -731,6 +755,7 @@ impl<'a, W: Workload> Driver<'a, W> {
         }
         entry.insert(Conn {
             stream,
+            tls,
             state: State::Connecting,
             ws: Connection::new(Role::Client, Config::default(), None),
             input: BytesMut::new(),
@@ -832,7 +857,11 @@ impl<'a, W: Workload> Driver<'a, W> {
         }
         let closed = event.is_read_closed() || event.is_error();
         if event.is_readable() || closed {
-            self.read(key, closed);
+            if self.conns.slab.get(key).is_some_and(|c| c.tls.is_some()) {
+                self.read_tls(key, closed);
+            } else {
+                self.read(key, closed);
+            }
         }
     }
 
@@ -948,6 +977,9 @@ impl<'a, W: Workload> Driver<'a, W> {
     fn flush(&mut self, key: usize, now: u64) {
         loop {
             let Some(conn) = self.conns.slab.get_mut(key) else { return };
+            if conn.tls.is_some() {
+                return self.flush_tls(key, now);
+            }
             if conn.blocked || conn.out.is_empty() || conn.state == State::Connecting {
                 return;
             }

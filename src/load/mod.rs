@@ -17,6 +17,17 @@
 //!  redis     INFO cpu and INFO commandstats of Redis servers, over plain RESP
 //! ```
 //!
+//! # TLS
+//!
+//! A `wss://` URL (any scenario) gives each connection a rustls `ClientConnection` over its
+//! socket, driven by the same event loop: the ciphertext is read and written by the driver,
+//! the plaintext takes the plain path. The server's certificate is checked against the webpki
+//! roots plus [`LoadConfig::ca_files`] (`--ca`) for the URL's host (sent as SNI), ALPN offers
+//! `http/1.1`; [`LoadConfig::insecure`] (`--insecure`) skips the check. Session resumption is
+//! off, so every connect scenario handshake is a full TLS handshake followed by the WebSocket
+//! one ([`ConnectStats::tls`]). A refused certificate fails a connection as
+//! [`FailureCause::Certificate`], other TLS failures as [`FailureCause::Tls`].
+//!
 //! # Several nodes
 //!
 //! A cluster of `hibiki serve` nodes is measured as one server: publishers connect to
@@ -60,10 +71,12 @@ mod scenarios;
 mod scrape;
 mod table;
 mod target;
+mod tls;
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use cli::{LoadArgs, run};
@@ -171,7 +184,7 @@ pub const MIN_PAYLOAD: usize = 16;
 pub struct LoadConfig {
     /// The workload.
     pub scenario: Scenario,
-    /// The `ws://` URL to connect to. With several nodes: the first one, where publishers go
+    /// The `ws://` or `wss://` URL to connect to. With several nodes: the first one, where publishers go
     /// unless [`publish_urls`](Self::publish_urls) names others.
     pub url: String,
     /// Broadcast, game, room, tick: the URLs the publishers take turns over (empty: `url`).
@@ -220,6 +233,12 @@ pub struct LoadConfig {
     /// Redis servers (`redis://[:PASSWORD@]HOST[:PORT][/]`) whose CPU time (`INFO cpu`) and
     /// command calls (`INFO commandstats`) over the window are reported.
     pub redis: Vec<String>,
+    /// `wss://`: PEM files of CA certificates to trust beside the webpki roots (a server's
+    /// self-signed certificate, a private CA).
+    pub ca_files: Vec<PathBuf>,
+    /// `wss://`: accept any certificate for any name (handshake signatures are still checked).
+    /// For measuring a server with a throwaway certificate; never for anything else.
+    pub insecure: bool,
     /// Draw a progress bar on stderr (when it is a terminal). Default off in the library.
     pub progress: bool,
 }
@@ -248,6 +267,8 @@ impl LoadConfig {
             max_pending: 512,
             server_pids: Vec::new(),
             redis: Vec::new(),
+            ca_files: Vec::new(),
+            insecure: false,
             progress: false,
         }
     }
@@ -341,7 +362,7 @@ impl LoadConfig {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum LoadError {
-    /// The URL is not a usable `ws://` URL.
+    /// The URL is not a usable `ws://` or `wss://` URL.
     Url(String),
     /// The host name did not resolve.
     Resolve {

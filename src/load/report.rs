@@ -34,6 +34,11 @@ pub enum FailureCause {
     NoLocalPort,
     /// The load tool hit its open-file limit (EMFILE, ENFILE): raise `ulimit -n`.
     TooManyFiles,
+    /// `wss://`: the server's certificate was refused (the reason: unknown issuer, expired,
+    /// not valid for the host name...). Give its CA with `--ca`.
+    Certificate(String),
+    /// `wss://`: the TLS session failed otherwise (the error).
+    Tls(String),
     /// Another I/O error (its kind).
     Io(String),
 }
@@ -41,7 +46,7 @@ pub enum FailureCause {
 impl FailureCause {
     /// A short machine-readable name: `refused`, `connect_timeout`, `handshake_timeout`,
     /// `http_404`, `bad_handshake`, `reset`, `closed_1001`, `eof`, `protocol`,
-    /// `no_local_port`, `too_many_files`, `io`.
+    /// `no_local_port`, `too_many_files`, `certificate`, `tls`, `io`.
     pub fn key(&self) -> String {
         match self {
             Self::Refused => "refused".into(),
@@ -55,6 +60,8 @@ impl FailureCause {
             Self::Protocol(_) => "protocol".into(),
             Self::NoLocalPort => "no_local_port".into(),
             Self::TooManyFiles => "too_many_files".into(),
+            Self::Certificate(_) => "certificate".into(),
+            Self::Tls(_) => "tls".into(),
             Self::Io(_) => "io".into(),
         }
     }
@@ -79,6 +86,8 @@ impl fmt::Display for FailureCause {
             Self::Protocol(why) => write!(f, "protocol error: {why}"),
             Self::NoLocalPort => f.write_str("no local port left (EADDRNOTAVAIL)"),
             Self::TooManyFiles => f.write_str("too many open files (raise ulimit -n)"),
+            Self::Certificate(why) => write!(f, "server certificate refused: {why} (trust it with --ca)"),
+            Self::Tls(why) => write!(f, "TLS error: {why}"),
             Self::Io(kind) => write!(f, "I/O error: {kind}"),
         }
     }
@@ -281,10 +290,13 @@ pub struct NodeStats {
 pub struct ConnectStats {
     /// Connections in progress at once.
     pub concurrency: usize,
-    /// Handshakes completed in the window.
+    /// Handshakes completed in the window (`wss://`: each a full TLS handshake, no session
+    /// resumption, then the WebSocket handshake).
     pub handshakes: u64,
     /// Handshakes per second.
     pub per_sec: f64,
+    /// Whether the connections went through TLS (`wss://`).
+    pub tls: bool,
 }
 
 /// The server's memory (idle scenario with a server pid).

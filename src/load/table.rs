@@ -138,9 +138,10 @@ impl Summary {
         if let Some(k) = &self.connect {
             writeln!(
                 t,
-                "  {:<16}{} handshakes · {}/s · {} at once",
+                "  {:<16}{} {}handshakes · {}/s · {} at once",
                 "connect",
                 group(k.handshakes),
+                if k.tls { "TLS " } else { "" },
                 group_f(k.per_sec),
                 k.concurrency
             )?;
@@ -198,6 +199,7 @@ impl Summary {
             }
             if let Some(per) = u.per_server_cpu_sec {
                 let unit = match self.scenario {
+                    Scenario::Connect if self.connect.as_ref().is_some_and(|k| k.tls) => "TLS handshakes",
                     Scenario::Connect => "handshakes",
                     Scenario::Echo => "round trips",
                     _ => "deliveries",

@@ -1,9 +1,11 @@
-//! The targets: `ws://` URLs resolved once, which connection goes to which, and the local
+//! The targets: `ws://` and `wss://` URLs resolved once, which connection goes to which, and the local
 //! addresses to connect from.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs as _};
 use std::time::Duration;
+
+use rustls::pki_types::ServerName;
 
 use super::{LoadError, procfs};
 
@@ -20,15 +22,24 @@ pub(crate) struct Target {
     pub(crate) host: String,
     /// The request target: path and query.
     pub(crate) path: String,
+    /// `wss://`: the name the server's certificate is checked against (and sent as SNI).
+    pub(crate) tls: Option<ServerName<'static>>,
     /// Connections per source address, when the target is on 127.0.0.0/8.
     per_source: Option<usize>,
 }
 
 impl Target {
-    /// Parses `ws://host[:port][/path][?query]` and resolves the host.
+    /// Parses `ws[s]://host[:port][/path][?query]` and resolves the host.
     pub(crate) fn resolve(url: &str) -> Result<Self, LoadError> {
-        let (host, port, authority, path) =
+        let Split { tls, host, port, authority, path } =
             split(url).map_err(|why| LoadError::Url(format!("{url}: {why}")))?;
+        let tls = match tls {
+            true => Some(
+                crate::client::tls::server_name(&host)
+                    .map_err(|why| LoadError::Url(format!("{url}: {why}")))?,
+            ),
+            false => None,
+        };
         let addrs: Vec<SocketAddr> = (host.as_str(), port)
             .to_socket_addrs()
             .map_err(|source| LoadError::Resolve { host: host.clone(), source })?
@@ -44,7 +55,7 @@ impl Target {
             }
             _ => None,
         };
-        Ok(Self { addr, host: authority, path, per_source })
+        Ok(Self { addr, host: authority, path, tls, per_source })
     }
 
     /// One blocking TCP connect, so that a wrong port is one clear error rather than a
@@ -143,17 +154,30 @@ impl Route {
     }
 }
 
-/// Splits a URL into host, port, authority (for `Host`) and request target.
-fn split(url: &str) -> Result<(String, u16, String, String), &'static str> {
+/// The parts of a URL.
+#[derive(Debug)]
+struct Split {
+    tls: bool,
+    host: String,
+    port: u16,
+    /// For `Host`: as written.
+    authority: String,
+    /// The request target.
+    path: String,
+}
+
+/// Splits a URL into scheme, host, port, authority (for `Host`) and request target.
+fn split(url: &str) -> Result<Split, &'static str> {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return Err("expected ws://host[:port]/path");
+        return Err("expected ws://host[:port]/path or wss://");
     };
-    if scheme.eq_ignore_ascii_case("wss") {
-        return Err("wss:// (TLS) is not supported; use ws://");
-    }
-    if !scheme.eq_ignore_ascii_case("ws") {
-        return Err("the scheme must be ws://");
-    }
+    let tls = if scheme.eq_ignore_ascii_case("wss") {
+        true
+    } else if scheme.eq_ignore_ascii_case("ws") {
+        false
+    } else {
+        return Err("the scheme must be ws:// or wss://");
+    };
     if rest.contains('#') {
         return Err("fragments are not allowed in WebSocket URLs");
     }
@@ -175,6 +199,7 @@ fn split(url: &str) -> Result<(String, u16, String, String), &'static str> {
         return Err("missing host");
     }
     let port = match port {
+        None if tls => 443,
         None => 80,
         Some(p) => p.parse::<u16>().ok().filter(|&p| p > 0).ok_or("invalid port")?,
     };
@@ -186,7 +211,7 @@ fn split(url: &str) -> Result<(String, u16, String, String), &'static str> {
     if !path.bytes().all(|b| b.is_ascii_graphic()) {
         return Err("the path must be visible ASCII (percent-encode the rest)");
     }
-    Ok((host.to_string(), port, authority.to_string(), path))
+    Ok(Split { tls, host: host.to_string(), port, authority: authority.to_string(), path })
 }
 
 #[cfg(test)]
@@ -195,16 +220,18 @@ mod tests {
 
     #[test]
     fn splits_urls() {
-        let (host, port, authority, path) = split("ws://127.0.0.1:8080/echo?x=1").unwrap();
+        let s = split("ws://127.0.0.1:8080/echo?x=1").unwrap();
         assert_eq!(
-            (host.as_str(), port, authority.as_str(), path.as_str()),
-            ("127.0.0.1", 8080, "127.0.0.1:8080", "/echo?x=1")
+            (s.tls, s.host.as_str(), s.port, s.authority.as_str(), s.path.as_str()),
+            (false, "127.0.0.1", 8080, "127.0.0.1:8080", "/echo?x=1")
         );
-        let (host, port, _, path) = split("WS://localhost").unwrap();
-        assert_eq!((host.as_str(), port, path.as_str()), ("localhost", 80, "/"));
-        let (host, port, authority, _) = split("ws://[::1]:9/").unwrap();
-        assert_eq!((host.as_str(), port, authority.as_str()), ("::1", 9, "[::1]:9"));
-        assert!(split("wss://x/").unwrap_err().contains("TLS"));
+        let s = split("WS://localhost").unwrap();
+        assert_eq!((s.host.as_str(), s.port, s.path.as_str()), ("localhost", 80, "/"));
+        let s = split("ws://[::1]:9/").unwrap();
+        assert_eq!((s.host.as_str(), s.port, s.authority.as_str()), ("::1", 9, "[::1]:9"));
+        let s = split("wss://example.com/ws").unwrap();
+        assert_eq!((s.tls, s.port, s.authority.as_str()), (true, 443, "example.com"));
+        assert_eq!(split("WSS://h:8443").unwrap().port, 8443);
         assert!(split("http://x/").is_err());
         assert!(split("ws://x:0/").is_err());
         assert!(split("ws://x:99999/").is_err());
@@ -238,6 +265,7 @@ mod tests {
             addr: "127.0.0.1:8080".parse().unwrap(),
             host: String::new(),
             path: "/".into(),
+            tls: None,
             per_source: Some(28_000),
         };
         assert_eq!(target.source(0), None);

@@ -7,7 +7,10 @@
 //!   implementation decodes byte-for-byte the same frames.
 //! - [`decode`]: one decoder per implementation over an in-memory stream, and a checker.
 //! - `benches/codec_peers.rs`: decode throughput of hibiki, tungstenite and fastwebsockets.
-//! - `src/bin/` (to come): one echo server per peer, for end-to-end load tests.
+//! - `src/bin/`: one echo and broadcast server per peer, for end-to-end load tests
+//!   (scripts/compare-peers.sh), plain or `wss://` (given a certificate and key).
+//! - [`tls`]: the `tokio-rustls` acceptor of the `wss://` variants.
 
 pub mod decode;
 pub mod input;
+pub mod tls;

@@ -1,9 +1,8 @@
 //! `/echo` and `/broadcast` on fastwebsockets + hyper, a current-thread tokio runtime (the
 //! setup of fastwebsockets' own echo example, its recommended fast path).
 //!
-//! usage: fastwebsockets_server [ADDR]   (default 127.0.0.1:9101)
-
-use std::net::SocketAddr;
+//! usage: fastwebsockets_server [ADDR [CERT KEY]]   (default 127.0.0.1:9101; with a PEM
+//! certificate and key: `wss://` through tokio-rustls)
 
 use fastwebsockets::{FragmentCollector, FragmentCollectorRead, Frame, OpCode, Payload, WebSocketError, upgrade};
 use http_body_util::Empty;
@@ -11,6 +10,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
@@ -90,21 +90,33 @@ async fn route(mut req: Request<Incoming>, fanout: Fanout) -> Result<Response<Em
     Ok(response)
 }
 
+async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, fanout: Fanout) {
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let service = service_fn(move |req| route(req, fanout.clone()));
+    let _ = http1::Builder::new().serve_connection(io, service).with_upgrades().await;
+}
+
 fn main() -> std::io::Result<()> {
-    let addr: SocketAddr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9101".into()).parse().unwrap();
+    let (addr, tls) = hibiki_peers::tls::args("127.0.0.1:9101")?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(addr).await?;
-        eprintln!("fastwebsockets server on {addr}");
+        eprintln!("fastwebsockets server on {addr}{}", if tls.is_some() { " (TLS)" } else { "" });
         let (fanout, _) = broadcast::channel(4096);
         loop {
             let (stream, _) = listener.accept().await?;
             let _ = stream.set_nodelay(true);
             let fanout = fanout.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let service = service_fn(move |req| route(req, fanout.clone()));
-                let _ = http1::Builder::new().serve_connection(io, service).with_upgrades().await;
+                match tls {
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            serve(stream, fanout).await;
+                        }
+                    }
+                    None => serve(stream, fanout).await,
+                }
             });
         }
     })

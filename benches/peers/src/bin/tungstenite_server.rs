@@ -1,17 +1,16 @@
 //! `/echo` and `/broadcast` on tokio-tungstenite, a current-thread tokio runtime.
 //!
-//! usage: tungstenite_server [ADDR]   (default 127.0.0.1:9102)
-
-use std::net::SocketAddr;
+//! usage: tungstenite_server [ADDR [CERT KEY]]   (default 127.0.0.1:9102; with a PEM
+//! certificate and key: `wss://` through tokio-rustls)
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 
-async fn serve(stream: TcpStream, fanout: broadcast::Sender<Message>) {
-    let _ = stream.set_nodelay(true);
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, fanout: broadcast::Sender<Message>) {
     let mut path = String::new();
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         path = req.uri().path().to_owned();
@@ -49,15 +48,28 @@ async fn serve(stream: TcpStream, fanout: broadcast::Sender<Message>) {
 }
 
 fn main() -> std::io::Result<()> {
-    let addr: SocketAddr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9102".into()).parse().unwrap();
+    let (addr, tls) = hibiki_peers::tls::args("127.0.0.1:9102")?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(addr).await?;
-        eprintln!("tokio-tungstenite server on {addr}");
+        eprintln!("tokio-tungstenite server on {addr}{}", if tls.is_some() { " (TLS)" } else { "" });
         let (fanout, _) = broadcast::channel(4096);
         loop {
             let (stream, _) = listener.accept().await?;
-            tokio::spawn(serve(stream, fanout.clone()));
+            let _ = stream.set_nodelay(true);
+            let fanout = fanout.clone();
+            match tls.clone() {
+                Some(acceptor) => {
+                    tokio::spawn(async move {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            serve(stream, fanout).await;
+                        }
+                    });
+                }
+                None => {
+                    tokio::spawn(serve(stream, fanout));
+                }
+            }
         }
     })
 }
