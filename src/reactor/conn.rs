@@ -11,6 +11,7 @@ use mio::net::TcpStream;
 
 use super::ServerConfig;
 use super::timers::ticks;
+use super::tls::Tls;
 use crate::proto::Connection;
 
 /// Most iovecs handed to one `writev`.
@@ -119,6 +120,9 @@ pub(crate) enum Timeout {
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) stream: TcpStream,
+    /// rustls's state for a TLS connection; `None` for a plain one (and once a refused TLS
+    /// connection only has to flush its alert).
+    pub(crate) tls: Option<Box<Tls>>,
     pub(crate) peer: SocketAddr,
     pub(crate) generation: u32,
     pub(crate) phase: Phase,
@@ -151,6 +155,7 @@ impl Conn {
     pub(crate) fn new(stream: TcpStream, peer: SocketAddr, generation: u32, now_tick: u64) -> Self {
         Self {
             stream,
+            tls: None,
             peer,
             generation,
             phase: Phase::Handshake { since: now_tick },
@@ -355,6 +360,29 @@ impl OutQueue {
         }
     }
 
+    /// Lays the unwritten bytes out for one vectored write: the rest of a started frame,
+    /// then the control frames, then whole frames.
+    #[inline]
+    fn fill_iov<'a>(&'a self, iov: &mut [IoSlice<'a>; MAX_IOVECS]) -> usize {
+        let mut count = 0;
+        let mut frames = self.frames.iter();
+        if self.front_written > 0 {
+            if let Some(front) = frames.next() {
+                iov[count] = IoSlice::new(&front[self.front_written..]);
+                count += 1;
+            }
+        }
+        if !self.control.is_empty() {
+            iov[count] = IoSlice::new(&self.control);
+            count += 1;
+        }
+        for frame in frames.take(MAX_IOVECS - count) {
+            iov[count] = IoSlice::new(frame);
+            count += 1;
+        }
+        count
+    }
+
     /// Writes as much as the socket takes. Returns whether the queue is now empty; `written`
     /// gets the byte count.
     pub(crate) fn flush(&mut self, stream: &mut TcpStream, written: &mut usize) -> io::Result<bool> {
@@ -364,22 +392,7 @@ impl OutQueue {
             }
             let n = {
                 let mut iov: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
-                let mut count = 0;
-                let mut frames = self.frames.iter();
-                if self.front_written > 0 {
-                    if let Some(front) = frames.next() {
-                        iov[count] = IoSlice::new(&front[self.front_written..]);
-                        count += 1;
-                    }
-                }
-                if !self.control.is_empty() {
-                    iov[count] = IoSlice::new(&self.control);
-                    count += 1;
-                }
-                for frame in frames.take(MAX_IOVECS - count) {
-                    iov[count] = IoSlice::new(frame);
-                    count += 1;
-                }
+                let count = self.fill_iov(&mut iov);
                 match stream.write_vectored(&iov[..count]) {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(n) => n,
@@ -389,6 +402,36 @@ impl OutQueue {
                 }
             };
             *written += n;
+            self.consume(n);
+        }
+    }
+
+    /// [`OutQueue::flush`] through TLS: the frames are encrypted for this connection as they
+    /// go (a broadcast frame is still encoded once, then encrypted per connection), at most
+    /// rustls's buffer limit at a time, and the ciphertext leaves in vectored writes. Returns
+    /// whether the queue and rustls's buffer are both empty; `written` gets the ciphertext
+    /// byte count.
+    pub(crate) fn flush_tls(
+        &mut self,
+        tls: &mut Tls,
+        stream: &mut TcpStream,
+        written: &mut usize,
+    ) -> io::Result<bool> {
+        loop {
+            if !tls.write_out(stream, written)? {
+                return Ok(false);
+            }
+            if self.is_empty() {
+                return Ok(true);
+            }
+            let n = {
+                let mut iov: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
+                let count = self.fill_iov(&mut iov);
+                tls.encrypt(&iov[..count])
+            };
+            if n == 0 {
+                return Err(io::Error::other("TLS refused plaintext with its buffer empty"));
+            }
             self.consume(n);
         }
     }

@@ -1,7 +1,7 @@
 //! The part of a worker that callbacks reach: its connections, sending, corking, admission
 //! and closing.
 
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -286,6 +286,9 @@ impl<C: Send + 'static> Core<C> {
             return Ok(());
         }
         let conn = &mut self.conns[key];
+        if conn.tls.is_some() {
+            return self.uncork_tls(key);
+        }
         let mut written = 0;
         if conn.out.is_empty() && !conn.blocked {
             match conn.stream.write(&self.cork) {
@@ -306,6 +309,40 @@ impl<C: Send + 'static> Core<C> {
             let rest = self.cork.split().freeze();
             let conn = &mut self.conns[key];
             conn.out.push(rest);
+            self.mark_dirty(key);
+        }
+        Ok(())
+    }
+
+    /// [`Core::uncork`] through TLS: the cork is encrypted in one go (as far as rustls's
+    /// buffer takes it) and the ciphertext leaves in one vectored write, after what rustls
+    /// already held (the handshake's last flight, say).
+    #[cold]
+    fn uncork_tls(&mut self, key: usize) -> io::Result<()> {
+        let conn = &mut self.conns[key];
+        let Some(tls) = conn.tls.as_deref_mut() else { return Ok(()) };
+        let mut taken = 0;
+        if conn.out.is_empty() && !conn.blocked {
+            taken = tls.encrypt(&[IoSlice::new(&self.cork)]);
+        }
+        let mut written = 0;
+        let result = tls.write_out(&mut conn.stream, &mut written);
+        self.stats().bytes_out(written);
+        let all_out = match result {
+            Ok(all_out) => all_out,
+            Err(e) => {
+                self.cork.clear();
+                return Err(e);
+            }
+        };
+        if taken == self.cork.len() {
+            self.cork.clear();
+        } else {
+            self.cork.advance(taken);
+            let rest = self.cork.split().freeze();
+            self.conns[key].out.push(rest);
+        }
+        if !all_out || !self.conns[key].out.is_empty() {
             self.mark_dirty(key);
         }
         Ok(())
