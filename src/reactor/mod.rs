@@ -328,7 +328,11 @@ pub struct ServerConfig {
     pub threads: usize,
     /// Frame and message limits for peers. Default: 1 MiB messages.
     pub limits: crate::proto::Config,
-    /// permessage-deflate, if offered and enabled. Default on.
+    /// permessage-deflate, if offered and enabled. Default on, with no context takeover in
+    /// either direction (`server_no_context_takeover` and `client_no_context_takeover` in
+    /// every answer): each message is compressed and inflated on its own, so one compressor
+    /// and one inflater per worker serve every connection, a broadcast is compressed once, and
+    /// an idle connection holds no zlib state (a kept inflater costs tens of KiB each).
     pub deflate: Option<DeflateConfig>,
     /// Largest request head (431 past it). Default 8 KiB.
     pub max_request_size: usize,
@@ -377,7 +381,7 @@ impl Default for ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             limits: crate::proto::Config::default().max_message_size(1 << 20),
-            deflate: Some(DeflateConfig::default()),
+            deflate: Some(DeflateConfig::default().client_no_context_takeover(true)),
             max_request_size: crate::proto::handshake::DEFAULT_MAX_REQUEST_SIZE,
             max_body_size: 64 * 1024,
             max_connections: 1_000_000,

@@ -44,12 +44,12 @@ mod tests;
 pub struct Config {
     /// Largest payload of one frame. Default 16 MiB: a frame is buffered whole before it is
     /// handed out, so this bounds what one unfinished frame can make the caller hold.
-    pub max_frame_size: usize,
+    pub max_frame_size: u32,
     /// Largest message, after reassembly and inflation. Default 16 MiB.
-    pub max_message_size: usize,
+    pub max_message_size: u32,
     /// Most frames in one message. Default 131,072: enough for Autobahn 9.3/9.4 (4 MiB in
     /// 64-byte fragments), small enough that empty fragments cannot spin a worker for long.
-    pub max_fragments: usize,
+    pub max_fragments: u32,
 }
 
 impl Default for Config {
@@ -59,24 +59,31 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Sets [`max_message_size`](Self::max_message_size), and the frame limit with it.
+    /// Sets [`max_message_size`](Self::max_message_size), and the frame limit with it
+    /// (at most `u32::MAX`: larger values are clamped).
     pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.max_message_size = bytes;
-        self.max_frame_size = bytes;
+        self.max_message_size = clamp_u32(bytes);
+        self.max_frame_size = self.max_message_size;
         self
     }
 
-    /// Sets [`max_frame_size`](Self::max_frame_size).
+    /// Sets [`max_frame_size`](Self::max_frame_size) (clamped to `u32::MAX`).
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.max_frame_size = bytes;
+        self.max_frame_size = clamp_u32(bytes);
         self
     }
 
-    /// Sets [`max_fragments`](Self::max_fragments).
+    /// Sets [`max_fragments`](Self::max_fragments) (clamped to `u32::MAX`).
     pub fn max_fragments(mut self, count: usize) -> Self {
-        self.max_fragments = count;
+        self.max_fragments = clamp_u32(count);
         self
     }
+}
+
+/// Limits are kept as `u32` (4 GiB is past any sane message): the config lives in every
+/// connection, so its size counts per idle connection.
+fn clamp_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// A data message's type.
@@ -188,9 +195,11 @@ pub struct Connection {
     frame: Option<FrameInProgress>,
     utf8: Utf8Validator,
     message: Option<Box<Partial>>,
-    deflate: Option<DeflateState>,
+    /// Boxed: most connections negotiate no compression, and the box keeps them small.
+    deflate: Option<Box<DeflateState>>,
     config: Config,
-    pending: BytesMut,
+    /// Frames the connection queued by itself; boxed on demand (replies are rare).
+    pending: Option<Box<BytesMut>>,
 }
 
 impl Connection {
@@ -203,9 +212,9 @@ impl Connection {
             frame: None,
             utf8: Utf8Validator::new(),
             message: None,
-            deflate,
+            deflate: deflate.map(Box::new),
             config,
-            pending: BytesMut::new(),
+            pending: None,
         }
     }
 
@@ -229,7 +238,7 @@ impl Connection {
     /// [`compress_shared`](crate::proto::deflate::compress_shared) with those settings (or a
     /// smaller window) may be sent on this connection as is.
     pub fn shared_compression(&self) -> Option<(u32, u8)> {
-        self.deflate.as_ref().and_then(DeflateState::shared_compression)
+        self.deflate.as_deref().and_then(DeflateState::shared_compression)
     }
 
     /// Whether data may still be sent (no Close frame sent yet).
@@ -291,23 +300,22 @@ impl Connection {
     /// Moves the frames the connection queued by itself (pongs, close replies) to `out`.
     /// Returns whether it moved anything.
     pub fn poll_transmit(&mut self, out: &mut BytesMut) -> bool {
-        if self.pending.is_empty() {
+        // Taking the box releases the queue's memory: idle connections hold nothing.
+        let Some(mut pending) = self.pending.take() else {
             return false;
-        }
+        };
         if out.is_empty() {
-            std::mem::swap(out, &mut self.pending);
+            std::mem::swap(out, &mut *pending);
         } else {
-            out.extend_from_slice(&self.pending);
+            out.extend_from_slice(&pending);
         }
-        // Release the queue's memory: replies are rare, idle connections hold nothing.
-        self.pending = BytesMut::new();
         true
     }
 
     /// Whether [`poll_transmit`](Self::poll_transmit) has something.
     #[must_use]
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+        self.pending.as_ref().is_some_and(|p| !p.is_empty())
     }
 
     /// Appends one message, framed (compressed when negotiated and at or above the threshold;
@@ -432,9 +440,9 @@ impl Connection {
 
     fn fail(&mut self, error: Error) -> Event {
         if self.state == State::Open {
-            let mut pending = std::mem::take(&mut self.pending);
+            let mut pending = self.pending.take().unwrap_or_default();
             self.write_close(CloseCode::from(&error), b"", &mut pending);
-            self.pending = pending;
+            self.pending = Some(pending);
         }
         self.state = State::Closed;
         self.frame = None;
@@ -465,11 +473,11 @@ impl Connection {
             (Role::Client, true) => return Err(ProtocolError::MaskedFrame.into()),
             _ => {}
         }
-        let max_frame = self.config.max_frame_size;
+        let max_frame = self.config.max_frame_size as usize;
         if h.payload_len > max_frame as u64 {
             return Err(CapacityError::FrameTooLarge { size: h.payload_len, max: max_frame }.into());
         }
-        let max_message = self.config.max_message_size;
+        let max_message = self.config.max_message_size as usize;
         match (h.opcode, &self.message) {
             (OpCode::Text | OpCode::Binary, Some(_)) => Err(ProtocolError::ExpectedContinuation.into()),
             (OpCode::Text | OpCode::Binary, None) if !h.rsv1 && h.payload_len > max_message as u64 => {
@@ -477,8 +485,9 @@ impl Connection {
             }
             (OpCode::Continuation, None) => Err(ProtocolError::UnexpectedContinuation.into()),
             (OpCode::Continuation, Some(m)) => {
-                if m.fragments >= self.config.max_fragments {
-                    return Err(CapacityError::TooManyFragments { max: self.config.max_fragments }.into());
+                let max = self.config.max_fragments as usize;
+                if m.fragments >= max {
+                    return Err(CapacityError::TooManyFragments { max }.into());
                 }
                 let size = m.buf.len() as u64 + h.payload_len;
                 if !m.compressed && size > max_message as u64 {
@@ -542,9 +551,9 @@ impl Connection {
             OpCode::Continuation => self.on_continuation(header, payload, fresh),
             OpCode::Ping => {
                 if self.state == State::Open {
-                    let mut pending = std::mem::take(&mut self.pending);
+                    let mut pending = self.pending.take().unwrap_or_default();
                     self.write_frame(OpCode::Pong, &payload, &mut pending);
-                    self.pending = pending;
+                    self.pending = Some(pending);
                 }
                 Ok(Step::Event(Event::Ping(payload.freeze())))
             }
@@ -604,7 +613,7 @@ impl Connection {
             return Err(ProtocolError::ReservedBits.into());
         };
         let before = message.buf.len();
-        deflate.decompress(payload, fin, &mut message.buf, self.config.max_message_size)?;
+        deflate.decompress(payload, fin, &mut message.buf, self.config.max_message_size as usize)?;
         if message.kind == MessageKind::Text {
             self.utf8.feed(&message.buf[before..]).map_err(|_| ProtocolError::InvalidUtf8)?;
         }
@@ -651,9 +660,9 @@ impl Connection {
             // "It SHOULD do so as soon as practical ... typically echos the status code it
             // received." An empty Close is answered with 1000.
             let reply = if code == CloseCode::NO_STATUS { CloseCode::NORMAL } else { code };
-            let mut pending = std::mem::take(&mut self.pending);
+            let mut pending = self.pending.take().unwrap_or_default();
             self.write_close(reply, b"", &mut pending);
-            self.pending = pending;
+            self.pending = Some(pending);
         }
         self.state = State::Closed;
         self.message = None;
