@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use slab::Slab;
 
-use super::conn::{Conn, Life, Phase};
+use super::conn::{Conn, Input, Life, Phase, stamp};
 use super::handle::{ConnId, Handle};
 use super::http::write_head;
 use super::stats::{Rejection, Stats, WorkerStats};
@@ -63,7 +63,7 @@ impl<C: Send + 'static> Core<C> {
     }
 
     pub(crate) fn peer(&self, id: ConnId) -> Option<SocketAddr> {
-        self.key(id).map(|key| self.conns[key].peer)
+        self.key(id).map(|key| self.conns[key].peer.addr())
     }
 
     pub(crate) fn is_open(&self, id: ConnId) -> bool {
@@ -111,7 +111,7 @@ impl<C: Send + 'static> Core<C> {
             let _ = ws.close(CloseCode::POLICY_VIOLATION, "slow consumer", &mut close);
         }
         conn.out.push_control(&close);
-        conn.close_code.get_or_insert((CloseCode::POLICY_VIOLATION, String::new()));
+        conn.close_code.get_or_insert_with(|| Box::new((CloseCode::POLICY_VIOLATION, String::new())));
         conn.life = conn.life.linger(self.tick);
         self.mark_dirty(key);
         self.reschedule(key);
@@ -222,7 +222,7 @@ impl<C: Send + 'static> Core<C> {
             conn.out.push(frame.freeze());
         }
         if conn.life == Life::Running {
-            conn.life = Life::ClosingHandshake { since: self.tick };
+            conn.life = Life::ClosingHandshake { since: stamp(self.tick) };
         }
         self.mark_dirty(key);
         self.reschedule(key);
@@ -232,11 +232,11 @@ impl<C: Send + 'static> Core<C> {
     /// Puts a connection's timer at its next timeout ([`Conn::next_timeout`]).
     pub(crate) fn reschedule(&mut self, key: usize) {
         let Some(conn) = self.conns.get(key) else { return };
-        let Some((due, _)) = conn.next_timeout(&self.config) else { return };
+        let Some((due, _)) = conn.next_timeout(&self.config, self.tick) else { return };
         let when = self.wheel_time(due);
         let generation = conn.generation;
         let tick = self.wheel.schedule(key, generation, when);
-        self.conns[key].timer_tick = tick;
+        self.conns[key].timer_tick = stamp(tick);
     }
 
     fn wheel_time(&self, tick: u64) -> Instant {
@@ -272,9 +272,9 @@ impl<C: Send + 'static> Core<C> {
     pub(crate) fn respond_raw(&mut self, key: usize, bytes: &[u8]) {
         let conn = &mut self.conns[key];
         conn.phase = Phase::Http;
-        conn.input = BytesMut::new();
+        conn.input = Input::default();
         conn.out.push(Bytes::copy_from_slice(bytes));
-        conn.life = Life::Lingering { since: self.tick, finalized: true };
+        conn.life = Life::Lingering { since: stamp(self.tick), finalized: true };
         self.mark_dirty(key);
         self.reschedule(key);
     }

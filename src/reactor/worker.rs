@@ -13,7 +13,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::conn::{Conn, Life, Phase, Refusal, Timeout};
+use super::conn::{Conn, Input, Life, Phase, Refusal, Timeout, stamp};
 use super::core::Core;
 use super::ctx::{Ctx, WorkerCtx};
 use super::handle::{Command, ConnId, Handle, Remote};
@@ -33,7 +33,7 @@ const READ_SIZE: usize = 64 * 1024;
 const ACCEPT_BATCH: usize = 128;
 /// Bytes read from one connection per loop turn before the others get their turn (and the
 /// queues are flushed); the rest is read next turn.
-const READ_BUDGET: usize = 512 * 1024;
+const READ_BUDGET: u32 = 512 * 1024;
 /// The answer to a plain HTTP request on a TLS port.
 const PLAIN_HTTP_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
     Content-Length: 45\r\nConnection: close\r\n\r\nthis port speaks TLS: use https:// or wss://\n";
@@ -317,8 +317,8 @@ impl<H: Handler> Worker<H> {
                 }
                 Ok((n, full)) => {
                     more = full || drain;
-                    conn.read_used += n;
-                    conn.last_read = self.core.tick;
+                    conn.read_used = conn.read_used.saturating_add(n as u32);
+                    conn.last_read = stamp(self.core.tick);
                     conn.ping_sent = None;
                     self.core.stats.worker(self.core.index).bytes_in(n);
                 }
@@ -331,7 +331,7 @@ impl<H: Handler> Worker<H> {
             }
             if conn.life.is_lingering() {
                 // Lingering: the answer is out, what the peer still sends is discarded.
-                conn.input.clear();
+                conn.input = Input::default();
                 self.rbuf.clear();
                 continue;
             }
@@ -339,10 +339,10 @@ impl<H: Handler> Worker<H> {
                 Phase::Handshake { .. } => self.on_request_bytes(key),
                 Phase::Open(_) => {
                     if own_buffer {
-                        let mut input = std::mem::take(&mut self.core.conns[key].input);
+                        let mut input = self.core.conns[key].input.take();
                         self.on_frames(key, &mut input);
                         if let Some(conn) = self.core.conns.get_mut(key) {
-                            conn.input = input;
+                            conn.input = input.into();
                         }
                     } else {
                         let mut input = std::mem::take(&mut self.rbuf);
@@ -357,12 +357,10 @@ impl<H: Handler> Worker<H> {
                         self.rbuf = input;
                     }
                 }
-                Phase::Http | Phase::Stream | Phase::Deferred { .. } => conn.input.clear(),
+                Phase::Http | Phase::Stream | Phase::Deferred { .. } => conn.input = Input::default(),
             }
             let Some(conn) = self.core.conns.get_mut(key) else { return };
-            if conn.input.is_empty() && conn.input.capacity() > 0 {
-                conn.input = BytesMut::new();
-            }
+            conn.input.release();
         }
         self.finish_read(key);
     }
@@ -392,8 +390,8 @@ impl<H: Handler> Worker<H> {
                 }
                 Ok((n, full)) => {
                     more = full || drain;
-                    conn.read_used += n;
-                    conn.last_read = self.core.tick;
+                    conn.read_used = conn.read_used.saturating_add(n as u32);
+                    conn.last_read = stamp(self.core.tick);
                     conn.ping_sent = None;
                     self.core.stats.worker(self.core.index).bytes_in(n);
                 }
@@ -410,11 +408,7 @@ impl<H: Handler> Worker<H> {
                 continue;
             };
             let own_buffer = !conn.input.is_empty() || !matches!(conn.phase, Phase::Open(_));
-            let mut plain = if own_buffer {
-                std::mem::take(&mut conn.input)
-            } else {
-                std::mem::take(&mut self.tls_plain)
-            };
+            let mut plain = if own_buffer { conn.input.take() } else { std::mem::take(&mut self.tls_plain) };
             let fed = tls.feed(&self.rbuf, &mut plain);
             self.rbuf.clear();
             if tls.session.wants_write() {
@@ -437,7 +431,7 @@ impl<H: Handler> Worker<H> {
             let conn = &mut self.core.conns[key];
             match conn.phase {
                 Phase::Handshake { .. } => {
-                    conn.input = plain;
+                    conn.input = plain.into();
                     if !conn.input.is_empty() {
                         self.on_request_bytes(key);
                     }
@@ -446,7 +440,7 @@ impl<H: Handler> Worker<H> {
                     self.on_frames(key, &mut plain);
                     if own_buffer {
                         if let Some(conn) = self.core.conns.get_mut(key) {
-                            conn.input = plain;
+                            conn.input = plain.into();
                         }
                     } else {
                         if !plain.is_empty() {
@@ -466,9 +460,7 @@ impl<H: Handler> Worker<H> {
                 return;
             }
             let Some(conn) = self.core.conns.get_mut(key) else { return };
-            if conn.input.is_empty() && conn.input.capacity() > 0 {
-                conn.input = BytesMut::new();
-            }
+            conn.input.release();
         }
         self.finish_read(key);
     }
@@ -528,19 +520,20 @@ impl<H: Handler> Worker<H> {
                 Event::Pong(_) => continue,
                 Event::Close { code, reason } => {
                     let reason = String::from_utf8_lossy(&reason).into_owned();
-                    conn.close_code.get_or_insert((code, reason));
+                    conn.close_code.get_or_insert_with(|| Box::new((code, reason)));
                     continue;
                 }
                 Event::Failed(error) => {
                     tracing::debug!(conn = %id, %error, "peer failed the connection");
-                    conn.close_code.get_or_insert((CloseCode::from(&error), error.to_string()));
+                    conn.close_code
+                        .get_or_insert_with(|| Box::new((CloseCode::from(&error), error.to_string())));
                     continue;
                 }
             };
             if conn.life.is_lingering() {
                 continue;
             }
-            conn.last_message = self.core.tick;
+            conn.last_message = stamp(self.core.tick);
             self.core.stats().message_in();
             self.with_ctx(key, id, |handler, ctx| handler.on_message(ctx, message));
         }
@@ -582,8 +575,8 @@ impl<H: Handler> Worker<H> {
     fn on_eof(&mut self, key: usize) {
         let Some(conn) = self.core.conns.get(key) else { return };
         match (&conn.phase, &conn.close_code) {
-            (Phase::Open(_), Some((code, _))) => {
-                let code = *code;
+            (Phase::Open(_), Some(close)) => {
+                let code = close.0;
                 self.remove(key, code, false);
             }
             (Phase::Open(_), None) => self.drop_abnormal(key),
@@ -610,7 +603,7 @@ impl<H: Handler> Worker<H> {
             Life::Running | Life::Refusing(_) | Life::ClosingHandshake { .. } => {}
         }
         let (code, reason) = match conn.close_code.take() {
-            Some((c, r)) if !abnormal => (c, r),
+            Some(close) if !abnormal => *close,
             _ => (code, String::new()),
         };
         let generation = conn.generation;
@@ -637,7 +630,7 @@ impl<H: Handler> Worker<H> {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         self.ips.total.fetch_sub(1, Ordering::Relaxed);
         if conn.counted_ip {
-            self.ips.release(conn.peer.ip());
+            self.ips.release(conn.peer.addr().ip());
         }
         if let Some(slot) = self.sessions.get_mut(key) {
             *slot = None;
@@ -673,6 +666,7 @@ impl<H: Handler> Worker<H> {
         let soft = self.core.config.soft_outbound_limit;
         match result {
             Ok(true) => {
+                conn.out.release();
                 let all_said =
                     matches!(conn.phase, Phase::Http) || conn.ws().is_some_and(|ws| ws.is_closed());
                 if conn.life.is_lingering() && all_said {
@@ -777,11 +771,11 @@ impl<H: Handler> Worker<H> {
         let mut due = std::mem::take(&mut self.due);
         self.core.wheel.advance(self.core.now, &mut due);
         for entry in due.drain(..) {
-            let Some(conn) = self.core.conns.get(entry.key) else { continue };
-            if conn.generation != entry.generation || conn.timer_tick != entry.tick {
+            let Some(conn) = self.core.conns.get(entry.key as usize) else { continue };
+            if conn.generation != entry.generation || conn.timer_tick != stamp(entry.tick) {
                 continue;
             }
-            self.on_timer(entry.key);
+            self.on_timer(entry.key as usize);
         }
         self.due = due;
     }
@@ -791,7 +785,7 @@ impl<H: Handler> Worker<H> {
     fn on_timer(&mut self, key: usize) {
         let tick = self.core.tick;
         let Some(conn) = self.core.conns.get_mut(key) else { return };
-        let Some((due, timeout)) = conn.next_timeout(&self.core.config) else { return };
+        let Some((due, timeout)) = conn.next_timeout(&self.core.config, self.core.tick) else { return };
         if due > tick {
             // Activity since it was scheduled moved it later.
             self.core.reschedule(key);
@@ -799,7 +793,7 @@ impl<H: Handler> Worker<H> {
         }
         match timeout {
             Timeout::Close => {
-                match conn.close_code.as_ref().map(|(c, _)| *c) {
+                match conn.close_code.as_ref().map(|close| close.0) {
                     Some(code) => self.remove(key, code, false),
                     None => self.drop_abnormal(key),
                 }
@@ -829,7 +823,7 @@ impl<H: Handler> Worker<H> {
                 if let Phase::Open(ws) = &mut conn.phase {
                     if ws.ping(b"", &mut ping).is_ok() {
                         conn.out.push_control(&ping);
-                        conn.ping_sent = Some(tick);
+                        conn.ping_sent = Some(stamp(tick));
                         self.core.mark_dirty(key);
                     }
                 }
