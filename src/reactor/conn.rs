@@ -21,6 +21,9 @@ const MAX_IOVECS: usize = 64;
 /// wraps after 2.7 years, and only differences shorter than that are ever taken.
 pub(crate) type Stamp = u32;
 
+/// A connection's `timer_tick` when it has no entry in the wheel.
+pub(crate) const NO_TIMER: Stamp = Stamp::MAX;
+
 /// The stamp of `tick`.
 pub(crate) fn stamp(tick: u64) -> Stamp {
     tick as u32
@@ -158,7 +161,8 @@ pub(crate) struct Conn {
     pub(crate) last_read: Stamp,
     pub(crate) last_message: Stamp,
     pub(crate) ping_sent: Option<Stamp>,
-    /// Tick at which this connection's timer entry fires (entries with another tick are stale).
+    /// Tick at which this connection's timer entry fires (entries with another tick are
+    /// stale); [`NO_TIMER`] when it has none.
     pub(crate) timer_tick: Stamp,
     /// The outbound queue was past the soft budget (for `on_drain`).
     pub(crate) backpressured: bool,
@@ -214,7 +218,7 @@ impl Conn {
             last_read: now_tick,
             last_message: now_tick,
             ping_sent: None,
-            timer_tick: 0,
+            timer_tick: NO_TIMER,
             backpressured: false,
             close_code: None,
             read_turn: u32::MAX,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use slab::Slab;
 
-use super::conn::{Conn, Input, Life, Phase, stamp};
+use super::conn::{Conn, Input, Life, NO_TIMER, Phase, stamp};
 use super::handle::{ConnId, Handle};
 use super::http::write_head;
 use super::stats::{Rejection, Stats, WorkerStats};
@@ -229,10 +229,19 @@ impl<C: Send + 'static> Core<C> {
         true
     }
 
-    /// Puts a connection's timer at its next timeout ([`Conn::next_timeout`]).
+    /// Puts a connection's timer at its next timeout ([`Conn::next_timeout`]). A connection
+    /// keeps one entry in the wheel: when the one it has comes due no later than the new
+    /// timeout, it stays (it fires, finds nothing due yet, and schedules again), so activity
+    /// never leaves stale entries behind.
     pub(crate) fn reschedule(&mut self, key: usize) {
         let Some(conn) = self.conns.get(key) else { return };
         let Some((due, _)) = conn.next_timeout(&self.config, self.tick) else { return };
+        if conn.timer_tick != NO_TIMER {
+            let ahead = i64::from(conn.timer_tick.wrapping_sub(stamp(self.tick)) as i32);
+            if self.tick as i64 + ahead <= due as i64 {
+                return;
+            }
+        }
         let when = self.wheel_time(due);
         let generation = conn.generation;
         let tick = self.wheel.schedule(key, generation, when);

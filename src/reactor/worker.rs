@@ -13,7 +13,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::conn::{Conn, Input, Life, Phase, Refusal, Timeout, stamp};
+use super::conn::{Conn, Input, Life, NO_TIMER, Phase, Refusal, Timeout, stamp};
 use super::core::Core;
 use super::ctx::{Ctx, WorkerCtx};
 use super::handle::{Command, ConnId, Handle, Remote};
@@ -771,10 +771,11 @@ impl<H: Handler> Worker<H> {
         let mut due = std::mem::take(&mut self.due);
         self.core.wheel.advance(self.core.now, &mut due);
         for entry in due.drain(..) {
-            let Some(conn) = self.core.conns.get(entry.key as usize) else { continue };
+            let Some(conn) = self.core.conns.get_mut(entry.key as usize) else { continue };
             if conn.generation != entry.generation || conn.timer_tick != stamp(entry.tick) {
                 continue;
             }
+            conn.timer_tick = NO_TIMER;
             self.on_timer(entry.key as usize);
         }
         self.due = due;
