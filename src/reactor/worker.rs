@@ -13,7 +13,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::conn::{Conn, Input, Life, NO_TIMER, Phase, Refusal, Timeout, stamp};
+use super::conn::{Conn, Input, Life, NO_PING, NO_TIMER, Phase, Refusal, Timeout, stamp};
 use super::core::Core;
 use super::ctx::{Ctx, WorkerCtx};
 use super::handle::{Command, ConnId, Handle, Remote};
@@ -34,6 +34,8 @@ const ACCEPT_BATCH: usize = 128;
 /// Bytes read from one connection per loop turn before the others get their turn (and the
 /// queues are flushed); the rest is read next turn.
 const READ_BUDGET: u32 = 512 * 1024;
+/// First read of a request head on a plain connection.
+const HEAD_READ: usize = 1024;
 /// The answer to a plain HTTP request on a TLS port.
 const PLAIN_HTTP_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
     Content-Length: 45\r\nConnection: close\r\n\r\nthis port speaks TLS: use https:// or wss://\n";
@@ -303,7 +305,9 @@ impl<H: Handler> Worker<H> {
             let own_buffer = !conn.input.is_empty() || !matches!(conn.phase, Phase::Open(_));
             let want = match &conn.phase {
                 Phase::Open(ws) => ws.bytes_needed(&conn.input).unwrap_or(0).clamp(4096, READ_SIZE * 16),
-                _ => 4096,
+                // A request head is a few hundred bytes: a small first buffer keeps a connect
+                // storm from scattering 4 KiB buffers through the heap (a longer head grows it).
+                _ => HEAD_READ,
             };
             let result = if own_buffer {
                 sys::read_buf(&conn.stream, &mut conn.input, want)
@@ -319,7 +323,7 @@ impl<H: Handler> Worker<H> {
                     more = full || drain;
                     conn.read_used = conn.read_used.saturating_add(n as u32);
                     conn.last_read = stamp(self.core.tick);
-                    conn.ping_sent = None;
+                    conn.ping_sent = NO_PING;
                     self.core.stats.worker(self.core.index).bytes_in(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -392,7 +396,7 @@ impl<H: Handler> Worker<H> {
                     more = full || drain;
                     conn.read_used = conn.read_used.saturating_add(n as u32);
                     conn.last_read = stamp(self.core.tick);
-                    conn.ping_sent = None;
+                    conn.ping_sent = NO_PING;
                     self.core.stats.worker(self.core.index).bytes_in(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -772,7 +776,7 @@ impl<H: Handler> Worker<H> {
         self.core.wheel.advance(self.core.now, &mut due);
         for entry in due.drain(..) {
             let Some(conn) = self.core.conns.get_mut(entry.key as usize) else { continue };
-            if conn.generation != entry.generation || conn.timer_tick != stamp(entry.tick) {
+            if conn.generation != entry.generation || conn.timer_tick != entry.tick {
                 continue;
             }
             conn.timer_tick = NO_TIMER;
@@ -824,7 +828,7 @@ impl<H: Handler> Worker<H> {
                 if let Phase::Open(ws) = &mut conn.phase {
                     if ws.ping(b"", &mut ping).is_ok() {
                         conn.out.push_control(&ping);
-                        conn.ping_sent = Some(stamp(tick));
+                        conn.ping_sent = stamp(tick);
                         self.core.mark_dirty(key);
                     }
                 }
