@@ -17,5 +17,5 @@ mod serve;
 pub mod static_files;
 pub mod stats_room;
 
-pub use serve::{AppCommand, Route, ServeApp, ServeConfig, ServeLocal};
+pub use serve::{AppCommand, Route, ServeApp, ServeConfig, ServeLocal, SseRoute};
 pub use stats_room::STATS_ROOM;

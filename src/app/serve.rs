@@ -60,13 +60,18 @@ pub enum Route {
     Broadcast,
     /// `/ws`: the app protocol (the session moves into the hub when the connection opens).
     Hub(Option<Box<Session>>),
-    /// `/sse?room=...`: a Server-Sent Events stream of one room.
-    Sse {
-        /// The room.
-        room: String,
-        /// History to replay first.
-        last_event_id: Option<u64>,
-    },
+    /// `/sse?room=...`: a Server-Sent Events stream of one room (boxed: the route lives in
+    /// every connection's slot, and streams are the rare kind).
+    Sse(Box<SseRoute>),
+}
+
+/// What an SSE connection streams.
+#[derive(Debug)]
+pub struct SseRoute {
+    /// The room.
+    pub room: String,
+    /// History to replay first.
+    pub last_event_id: Option<u64>,
 }
 
 /// 503 with `Retry-After`: room state is out of reach for now.
@@ -227,7 +232,7 @@ impl ServeApp {
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.trim().parse().ok());
         let head = HttpResponse::with_type(200, "text/event-stream", Bytes::new());
-        Decision::Stream { session: Route::Sse { room, last_event_id }, head }
+        Decision::Stream { session: Route::Sse(Box::new(SseRoute { room, last_event_id })), head }
     }
 }
 
@@ -301,8 +306,8 @@ impl Handler for ServeApp {
                     self.hub.on_open(&mut local.hub, &mut out, id, *session);
                 }
             }
-            Route::Sse { room, last_event_id } => {
-                self.hub.sse_open(&mut local.hub, &mut out, id, room, *last_event_id);
+            Route::Sse(sse) => {
+                self.hub.sse_open(&mut local.hub, &mut out, id, &sse.room, sse.last_event_id);
             }
         }
     }
@@ -329,7 +334,7 @@ impl Handler for ServeApp {
                 let (local, mut out) = ctx.split();
                 self.hub.on_message(&mut local.hub, &mut out, id, &message);
             }
-            Route::Sse { .. } => {}
+            Route::Sse(_) => {}
         }
     }
 
@@ -344,7 +349,7 @@ impl Handler for ServeApp {
             }
             Route::Echo => {}
             Route::Hub(_) => self.hub.on_close(&mut local.hub, id),
-            Route::Sse { room, .. } => self.hub.sse_close(&mut local.hub, id, room),
+            Route::Sse(sse) => self.hub.sse_close(&mut local.hub, id, &sse.room),
         }
     }
 

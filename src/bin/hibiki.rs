@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use hibiki::app::{ServeApp, ServeConfig};
 use hibiki::hub::HubConfig;
-use hibiki::reactor::Server;
+use hibiki::reactor::{Server, TlsConfig};
 
 #[derive(Parser, Debug)]
 #[command(name = "hibiki", version, about = "Real-time messaging engine over WebSocket")]
@@ -113,6 +113,13 @@ struct ServeArgs {
     /// This node's id as the others see it, 1-64 of `[A-Za-z0-9_.-]` (default: random).
     #[arg(long, env = "HIBIKI_NODE_ID")]
     node_id: Option<String>,
+    /// Certificate chain (PEM, leaf first): serve `https://` and `wss://` on the port. Needs
+    /// `--tls-key`; SIGHUP reads both files again.
+    #[arg(long, env = "HIBIKI_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// Private key of the certificate (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "HIBIKI_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// TOML file with any of these settings (keys as the flags, e.g. `max-message-size = 65536`);
     /// flags and environment variables win over it.
     #[arg(long, env = "HIBIKI_CONFIG")]
@@ -142,6 +149,13 @@ fn serve(args: ServeArgs) -> std::io::Result<()> {
     }
     if args.no_deflate {
         builder = builder.deflate(None);
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsConfig::from_pem_files(cert, key)?),
+        _ => None,
+    };
+    if let Some(tls) = &tls {
+        builder = builder.tls(tls.clone());
     }
     let tick_rate = args.tick_rate.max(1);
     builder = builder.tick(Some(Duration::from_secs(1) / tick_rate));
@@ -177,14 +191,28 @@ fn serve(args: ServeArgs) -> std::io::Result<()> {
     app.api_key = args.api_key;
     app.stats_period = (args.stats_interval > 0.0).then(|| secs(args.stats_interval));
     let server = builder.start(ServeApp::new(app))?;
-    tracing::info!(addr = %server.local_addr(), threads, "hibiki serve listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %server.local_addr(), threads, scheme, "hibiki serve listening");
     let handle = server.handle();
-    let mut signals =
-        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     std::thread::spawn(move || {
-        if let Some(signal) = signals.forever().next() {
-            tracing::info!(signal, "shutting down: closing connections with 1001");
-            handle.shutdown();
+        for signal in signals.forever() {
+            if signal != SIGHUP {
+                tracing::info!(signal, "shutting down: closing connections with 1001");
+                handle.shutdown();
+                return;
+            }
+            // SIGHUP: new connections get the certificate now in the files; open ones keep theirs.
+            match &tls {
+                Some(tls) => match tls.reload() {
+                    Ok(()) => tracing::info!("TLS certificate reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS certificate not reloaded; keeping the current one")
+                    }
+                },
+                None => tracing::info!("SIGHUP: nothing to reload without TLS"),
+            }
         }
     });
     server.wait();

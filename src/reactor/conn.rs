@@ -11,25 +11,48 @@ use mio::net::TcpStream;
 
 use super::ServerConfig;
 use super::timers::ticks;
+use super::tls::Tls;
 use crate::proto::Connection;
 
 /// Most iovecs handed to one `writev`.
 const MAX_IOVECS: usize = 64;
+
+/// A wheel tick kept in 32 bits (the connection holds five of them): at 20 ms a tick, it
+/// wraps after 2.7 years, and only differences shorter than that are ever taken.
+pub(crate) type Stamp = u32;
+
+/// A connection's `timer_tick` when it has no entry in the wheel.
+pub(crate) const NO_TIMER: Stamp = Stamp::MAX;
+
+/// A connection's `ping_sent` when no heartbeat ping is in flight.
+pub(crate) const NO_PING: Stamp = Stamp::MAX;
+
+/// The stamp of `tick`.
+pub(crate) fn stamp(tick: u64) -> Stamp {
+    tick as u32
+}
+
+/// The tick a stamp was taken at, given the tick now (and that it was taken before).
+pub(crate) fn unstamp(stamp: Stamp, now: u64) -> u64 {
+    now.saturating_sub(u64::from((now as u32).wrapping_sub(stamp)))
+}
 
 #[derive(Debug)]
 pub(crate) enum Phase {
     /// Waiting for the request head (kept in `input`).
     Handshake {
         /// Tick of the accept: the handshake timeout counts from here.
-        since: u64,
+        since: Stamp,
     },
     /// WebSocket open (or closing: see `Connection::can_send`).
-    Open(Box<Connection>),
+    /// Inline, not boxed: an open connection is the common case, and a box would cost a
+    /// pointer and an allocator header besides.
+    Open(Connection),
     /// The handler deferred its answer ([`Decision::Defer`](super::Decision::Defer)) at tick
     /// `since`: waiting for `respond` (or the defer timeout), reading nothing more.
     Deferred {
         /// Tick of the decision: the defer timeout counts from here.
-        since: u64,
+        since: Stamp,
     },
     /// Answering over plain HTTP; closed once the answer is flushed.
     Http,
@@ -68,7 +91,7 @@ pub(crate) enum Life {
     /// counted from tick `since`. Messages still arrive; nothing more can be sent.
     ClosingHandshake {
         /// Tick our Close was queued.
-        since: u64,
+        since: Stamp,
     },
     /// All is said (or given up on): what is queued is flushed, then the write side is shut
     /// and the connection waits for the peer's EOF, until the close timeout counted from tick
@@ -76,7 +99,7 @@ pub(crate) enum Life {
     /// sends is discarded.
     Lingering {
         /// Tick the closing (or the answer) began.
-        since: u64,
+        since: Stamp,
         /// `on_close` ran and the counters settled (always true for an HTTP answer): only the
         /// TCP teardown is left.
         finalized: bool,
@@ -91,6 +114,7 @@ impl Life {
 
     /// The next state once all is said: a closing handshake keeps its start.
     pub(crate) fn linger(self, tick: u64) -> Self {
+        let tick = stamp(tick);
         match self {
             Self::Running | Self::Refusing(_) => Self::Lingering { since: tick, finalized: false },
             Self::ClosingHandshake { since } => Self::Lingering { since, finalized: false },
@@ -119,51 +143,86 @@ pub(crate) enum Timeout {
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) stream: TcpStream,
-    pub(crate) peer: SocketAddr,
+    /// rustls's state for a TLS connection; `None` for a plain one (and once a refused TLS
+    /// connection only has to flush its alert).
+    pub(crate) tls: Option<Box<Tls>>,
+    pub(crate) peer: Peer,
     pub(crate) generation: u32,
     pub(crate) phase: Phase,
     pub(crate) life: Life,
-    /// Bytes of an unfinished request head or frame; empty (no allocation) when idle.
-    pub(crate) input: BytesMut,
-    pub(crate) out: OutQueue,
+    /// Bytes of an unfinished request head or frame; no allocation at all when idle.
+    pub(crate) input: Input,
+    /// The outbound queue; no allocation at all when empty.
+    pub(crate) out: Out,
     /// Waiting for a writable event (the last write would have blocked).
     pub(crate) blocked: bool,
     /// In the worker's list of connections to flush.
     pub(crate) dirty: bool,
     /// Counted against the per-IP cap.
     pub(crate) counted_ip: bool,
-    /// Tick of the last byte read, of the last message, and of the heartbeat ping in flight.
-    pub(crate) last_read: u64,
-    pub(crate) last_message: u64,
-    pub(crate) ping_sent: Option<u64>,
-    /// Tick at which this connection's timer entry fires (entries with another tick are stale).
-    pub(crate) timer_tick: u64,
+    /// Tick of the last byte read, of the last message, and of the heartbeat ping in flight
+    /// ([`NO_PING`] when none is).
+    pub(crate) last_read: Stamp,
+    pub(crate) last_message: Stamp,
+    pub(crate) ping_sent: Stamp,
+    /// Tick at which this connection's timer entry fires (entries with another tick are
+    /// stale); [`NO_TIMER`] when it has none.
+    pub(crate) timer_tick: Stamp,
     /// The outbound queue was past the soft budget (for `on_drain`).
     pub(crate) backpressured: bool,
-    /// The peer's close code, when it sent one, for `on_close`.
-    pub(crate) close_code: Option<(crate::proto::CloseCode, String)>,
+    /// The peer's close code, when it sent one, for `on_close` (boxed: rare, and the reason
+    /// is a string).
+    pub(crate) close_code: Option<Box<(crate::proto::CloseCode, String)>>,
     /// The loop turn of the last read, and the bytes read in it (the read budget).
     pub(crate) read_turn: u32,
-    pub(crate) read_used: usize,
+    pub(crate) read_used: u32,
+}
+
+/// The peer's address in 18 bytes rather than `SocketAddr`'s 32 (an IPv4 address is kept
+/// IPv4-mapped): it lives in every connection.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Peer {
+    ip: [u8; 16],
+    port: u16,
+}
+
+impl Peer {
+    pub(crate) fn addr(self) -> SocketAddr {
+        let v6 = std::net::Ipv6Addr::from(self.ip);
+        let ip = v6.to_ipv4_mapped().map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4);
+        SocketAddr::new(ip, self.port)
+    }
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(addr: SocketAddr) -> Self {
+        let ip = match addr.ip() {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            std::net::IpAddr::V6(v6) => v6,
+        };
+        Self { ip: ip.octets(), port: addr.port() }
+    }
 }
 
 impl Conn {
     pub(crate) fn new(stream: TcpStream, peer: SocketAddr, generation: u32, now_tick: u64) -> Self {
+        let now_tick = stamp(now_tick);
         Self {
             stream,
-            peer,
+            tls: None,
+            peer: Peer::from(peer),
             generation,
             phase: Phase::Handshake { since: now_tick },
             life: Life::Running,
-            input: BytesMut::new(),
-            out: OutQueue::default(),
+            input: Input::default(),
+            out: Out::default(),
             blocked: false,
             dirty: false,
             counted_ip: false,
             last_read: now_tick,
             last_message: now_tick,
-            ping_sent: None,
-            timer_tick: 0,
+            ping_sent: NO_PING,
+            timer_tick: NO_TIMER,
             backpressured: false,
             close_code: None,
             read_turn: u32::MAX,
@@ -192,8 +251,8 @@ impl Conn {
     ///   in flight) or else the next ping (`ping_interval` after the last byte read), and the
     ///   idle timeout (`idle_timeout` after the last message). On a tie the heartbeat goes
     ///   first, then the idle close, then the ping.
-    pub(crate) fn next_timeout(&self, config: &ServerConfig) -> Option<(u64, Timeout)> {
-        let at = |since: u64, d: Duration| since + ticks(d);
+    pub(crate) fn next_timeout(&self, config: &ServerConfig, now: u64) -> Option<(u64, Timeout)> {
+        let at = |since: Stamp, d: Duration| unstamp(since, now) + ticks(d);
         match self.life {
             Life::ClosingHandshake { since } | Life::Lingering { since, .. } => {
                 return Some((at(since, config.close_timeout), Timeout::Close));
@@ -204,7 +263,8 @@ impl Conn {
             Phase::Handshake { since } => Some((at(*since, config.handshake_timeout), Timeout::Handshake)),
             Phase::Deferred { since } => Some((at(*since, config.defer_timeout), Timeout::Deferred)),
             Phase::Open(_) => {
-                let heartbeat = match (self.ping_sent, config.ping_interval) {
+                let ping = (self.ping_sent != NO_PING).then_some(self.ping_sent);
+                let heartbeat = match (ping, config.ping_interval) {
                     (Some(sent), _) => Some((at(sent, config.ping_timeout), Timeout::Heartbeat)),
                     (None, Some(interval)) => Some((at(self.last_read, interval), Timeout::Ping)),
                     (None, None) => None,
@@ -310,13 +370,106 @@ impl Frames {
     }
 }
 
+/// An input buffer that costs one pointer while idle: the `BytesMut` (32 bytes) is boxed on
+/// first write and dropped by [`Input::release`] once empty.
+#[derive(Debug, Default)]
+pub(crate) struct Input(Option<Box<BytesMut>>);
+
+static NO_INPUT: std::sync::LazyLock<BytesMut> = std::sync::LazyLock::new(BytesMut::new);
+
+impl Input {
+    /// Takes the buffer out (an empty one when none is held), leaving none.
+    pub(crate) fn take(&mut self) -> BytesMut {
+        self.0.take().map_or_else(BytesMut::new, |b| *b)
+    }
+
+    /// Gives the memory back once nothing is buffered.
+    pub(crate) fn release(&mut self) {
+        if self.0.as_ref().is_some_and(|b| b.is_empty()) {
+            self.0 = None;
+        }
+    }
+}
+
+impl From<BytesMut> for Input {
+    fn from(bytes: BytesMut) -> Self {
+        Self((!bytes.is_empty() || bytes.capacity() > 0).then(|| Box::new(bytes)))
+    }
+}
+
+impl std::ops::Deref for Input {
+    type Target = BytesMut;
+    fn deref(&self) -> &BytesMut {
+        self.0.as_deref().unwrap_or(&NO_INPUT)
+    }
+}
+
+impl std::ops::DerefMut for Input {
+    fn deref_mut(&mut self) -> &mut BytesMut {
+        self.0.get_or_insert_default()
+    }
+}
+
+/// Most spare outbound queues a worker thread keeps for reuse.
+const SPARE_QUEUES: usize = 4096;
+
+thread_local! {
+    /// Emptied outbound queues, reused so that a fan-out to idle connections allocates nothing.
+    static SPARE: std::cell::RefCell<Vec<Box<OutQueue>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A connection's outbound queue, boxed while it holds something and given back to the
+/// worker thread's spares once flushed: an idle connection pays one pointer for it, not the
+/// queue's 64 bytes, and a fan-out reuses the same few queues turn after turn.
+#[derive(Debug, Default)]
+pub(crate) struct Out(Option<Box<OutQueue>>);
+
+static NO_OUT: OutQueue = OutQueue { control: None, frames: Frames::Empty, front_written: 0, queued: 0 };
+
+impl Out {
+    /// Returns the queue to the thread's spares once everything in it is written.
+    pub(crate) fn release(&mut self) {
+        if self.0.as_ref().is_some_and(|q| q.is_empty()) {
+            if let Some(queue) = self.0.take() {
+                SPARE.with_borrow_mut(|spare| {
+                    if spare.len() < SPARE_QUEUES {
+                        spare.push(queue);
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl std::ops::Deref for Out {
+    type Target = OutQueue;
+    fn deref(&self) -> &OutQueue {
+        self.0.as_deref().unwrap_or(&NO_OUT)
+    }
+}
+
+impl std::ops::DerefMut for Out {
+    fn deref_mut(&mut self) -> &mut OutQueue {
+        self.0.get_or_insert_with(|| {
+            SPARE.with_borrow_mut(Vec::pop).unwrap_or_else(|| Box::new(OutQueue::default()))
+        })
+    }
+}
+
 /// Outbound bytes: control frames that go ahead at the next frame boundary, then frames in
 /// order. Invariant: `front_written < frames[0].len()` when `front_written > 0`, and
 /// `queued` is the sum of unwritten bytes.
 #[derive(Debug, Default)]
 pub(crate) struct OutQueue {
     /// Pongs, pings and close frames: they jump the data queue (never dropped by the budget).
-    pub(crate) control: BytesMut,
+    /// Boxed on demand and released when written: rare, and idle connections hold nothing.
+    pub(crate) control: Option<Box<BytesMut>>,
     pub(crate) frames: Frames,
     /// Bytes of `frames[0]` already written.
     front_written: usize,
@@ -325,12 +478,12 @@ pub(crate) struct OutQueue {
 
 impl OutQueue {
     pub(crate) fn is_empty(&self) -> bool {
-        self.control.is_empty() && self.frames.is_empty()
+        self.control.is_none() && self.frames.is_empty()
     }
 
     /// Bytes waiting, control frames included.
     pub(crate) fn queued(&self) -> usize {
-        self.queued + self.control.len()
+        self.queued + self.control.as_ref().map_or(0, |c| c.len())
     }
 
     pub(crate) fn push(&mut self, frame: Bytes) {
@@ -342,7 +495,9 @@ impl OutQueue {
     }
 
     pub(crate) fn push_control(&mut self, bytes: &[u8]) {
-        self.control.extend_from_slice(bytes);
+        if !bytes.is_empty() {
+            self.control.get_or_insert_default().extend_from_slice(bytes);
+        }
     }
 
     /// Drops every queued data frame not yet started (a slow consumer's backlog).
@@ -355,6 +510,29 @@ impl OutQueue {
         }
     }
 
+    /// Lays the unwritten bytes out for one vectored write: the rest of a started frame,
+    /// then the control frames, then whole frames.
+    #[inline]
+    fn fill_iov<'a>(&'a self, iov: &mut [IoSlice<'a>; MAX_IOVECS]) -> usize {
+        let mut count = 0;
+        let mut frames = self.frames.iter();
+        if self.front_written > 0 {
+            if let Some(front) = frames.next() {
+                iov[count] = IoSlice::new(&front[self.front_written..]);
+                count += 1;
+            }
+        }
+        if let Some(control) = &self.control {
+            iov[count] = IoSlice::new(control);
+            count += 1;
+        }
+        for frame in frames.take(MAX_IOVECS - count) {
+            iov[count] = IoSlice::new(frame);
+            count += 1;
+        }
+        count
+    }
+
     /// Writes as much as the socket takes. Returns whether the queue is now empty; `written`
     /// gets the byte count.
     pub(crate) fn flush(&mut self, stream: &mut TcpStream, written: &mut usize) -> io::Result<bool> {
@@ -364,22 +542,7 @@ impl OutQueue {
             }
             let n = {
                 let mut iov: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
-                let mut count = 0;
-                let mut frames = self.frames.iter();
-                if self.front_written > 0 {
-                    if let Some(front) = frames.next() {
-                        iov[count] = IoSlice::new(&front[self.front_written..]);
-                        count += 1;
-                    }
-                }
-                if !self.control.is_empty() {
-                    iov[count] = IoSlice::new(&self.control);
-                    count += 1;
-                }
-                for frame in frames.take(MAX_IOVECS - count) {
-                    iov[count] = IoSlice::new(frame);
-                    count += 1;
-                }
+                let count = self.fill_iov(&mut iov);
                 match stream.write_vectored(&iov[..count]) {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(n) => n,
@@ -389,6 +552,36 @@ impl OutQueue {
                 }
             };
             *written += n;
+            self.consume(n);
+        }
+    }
+
+    /// [`OutQueue::flush`] through TLS: the frames are encrypted for this connection as they
+    /// go (a broadcast frame is still encoded once, then encrypted per connection), at most
+    /// rustls's buffer limit at a time, and the ciphertext leaves in vectored writes. Returns
+    /// whether the queue and rustls's buffer are both empty; `written` gets the ciphertext
+    /// byte count.
+    pub(crate) fn flush_tls(
+        &mut self,
+        tls: &mut Tls,
+        stream: &mut TcpStream,
+        written: &mut usize,
+    ) -> io::Result<bool> {
+        loop {
+            if !tls.write_out(stream, written)? {
+                return Ok(false);
+            }
+            if self.is_empty() {
+                return Ok(true);
+            }
+            let n = {
+                let mut iov: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
+                let count = self.fill_iov(&mut iov);
+                tls.encrypt(&iov[..count])
+            };
+            if n == 0 {
+                return Err(io::Error::other("TLS refused plaintext with its buffer empty"));
+            }
             self.consume(n);
         }
     }
@@ -407,13 +600,13 @@ impl OutQueue {
             self.frames.pop_front();
             self.front_written = 0;
         }
-        if !self.control.is_empty() {
-            let take = n.min(self.control.len());
-            self.control.advance(take);
+        if let Some(control) = &mut self.control {
+            let take = n.min(control.len());
+            control.advance(take);
             n -= take;
-            if self.control.is_empty() {
+            if control.is_empty() {
                 // Give the memory back: idle connections hold nothing.
-                self.control = BytesMut::new();
+                self.control = None;
             }
             if n == 0 {
                 return;
@@ -458,5 +651,40 @@ mod tests {
         q.push_back(frame(4));
         assert_eq!(q.pop_back().map(|f| f[0]), Some(4));
         assert!(q.is_empty() && q.pop_front().is_none());
+    }
+}
+/// What one idle connection owns in a worker, counted in bytes so that growth shows up here
+/// first: the slab slot (this `Conn`, with the protocol state inline), its one timer entry and
+/// its session slot (the app's route), against the 256-byte budget per idle connection. The
+/// per-IP table holds one entry per address, not per connection; the hub's session and room
+/// memberships come on top for `/ws` connections only.
+#[cfg(test)]
+mod size {
+    use std::mem::size_of;
+
+    use super::{Conn, Input, Life, Out, Peer, Phase};
+    use crate::reactor::timers::Entry;
+
+    #[test]
+    fn an_idle_connection_fits_in_its_budget() {
+        assert_eq!(size_of::<Input>(), 8, "an idle input buffer is one pointer");
+        assert_eq!(size_of::<Out>(), 8, "an empty outbound queue is one pointer");
+        assert_eq!(size_of::<Life>(), 8);
+        assert_eq!(size_of::<Peer>(), 18);
+        assert!(size_of::<Phase>() <= 80, "Phase grew to {}", size_of::<Phase>());
+        assert!(size_of::<Entry>() <= 12, "a timer entry grew to {}", size_of::<Entry>());
+        let conn = size_of::<Conn>();
+        // 16 of them are the socket: mio adds a selector id to it in debug builds (4 in release).
+        assert!(conn <= 192, "Conn grew to {conn} bytes");
+        let route = size_of::<Option<crate::app::Route>>();
+        assert!(route <= 16, "the app's session slot grew to {route} bytes");
+        let total = conn + size_of::<Entry>() + route;
+        assert!(total <= 220, "an idle /echo connection owns {total} bytes of the 256 budget");
+    }
+
+    #[test]
+    fn a_hub_session_stays_small() {
+        let session = size_of::<crate::hub::Session>();
+        assert!(session <= 152, "hub::Session grew to {session} bytes");
     }
 }

@@ -1,7 +1,7 @@
 //! The part of a worker that callbacks reach: its connections, sending, corking, admission
 //! and closing.
 
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use slab::Slab;
 
-use super::conn::{Conn, Life, Phase};
+use super::conn::{Conn, Input, Life, NO_TIMER, Phase, stamp};
 use super::handle::{ConnId, Handle};
 use super::http::write_head;
 use super::stats::{Rejection, Stats, WorkerStats};
@@ -63,7 +63,7 @@ impl<C: Send + 'static> Core<C> {
     }
 
     pub(crate) fn peer(&self, id: ConnId) -> Option<SocketAddr> {
-        self.key(id).map(|key| self.conns[key].peer)
+        self.key(id).map(|key| self.conns[key].peer.addr())
     }
 
     pub(crate) fn is_open(&self, id: ConnId) -> bool {
@@ -111,7 +111,7 @@ impl<C: Send + 'static> Core<C> {
             let _ = ws.close(CloseCode::POLICY_VIOLATION, "slow consumer", &mut close);
         }
         conn.out.push_control(&close);
-        conn.close_code.get_or_insert((CloseCode::POLICY_VIOLATION, String::new()));
+        conn.close_code.get_or_insert_with(|| Box::new((CloseCode::POLICY_VIOLATION, String::new())));
         conn.life = conn.life.linger(self.tick);
         self.mark_dirty(key);
         self.reschedule(key);
@@ -222,21 +222,30 @@ impl<C: Send + 'static> Core<C> {
             conn.out.push(frame.freeze());
         }
         if conn.life == Life::Running {
-            conn.life = Life::ClosingHandshake { since: self.tick };
+            conn.life = Life::ClosingHandshake { since: stamp(self.tick) };
         }
         self.mark_dirty(key);
         self.reschedule(key);
         true
     }
 
-    /// Puts a connection's timer at its next timeout ([`Conn::next_timeout`]).
+    /// Puts a connection's timer at its next timeout ([`Conn::next_timeout`]). A connection
+    /// keeps one entry in the wheel: when the one it has comes due no later than the new
+    /// timeout, it stays (it fires, finds nothing due yet, and schedules again), so activity
+    /// never leaves stale entries behind.
     pub(crate) fn reschedule(&mut self, key: usize) {
         let Some(conn) = self.conns.get(key) else { return };
-        let Some((due, _)) = conn.next_timeout(&self.config) else { return };
+        let Some((due, _)) = conn.next_timeout(&self.config, self.tick) else { return };
+        if conn.timer_tick != NO_TIMER {
+            let ahead = i64::from(conn.timer_tick.wrapping_sub(stamp(self.tick)) as i32);
+            if self.tick as i64 + ahead <= due as i64 {
+                return;
+            }
+        }
         let when = self.wheel_time(due);
         let generation = conn.generation;
         let tick = self.wheel.schedule(key, generation, when);
-        self.conns[key].timer_tick = tick;
+        self.conns[key].timer_tick = stamp(tick);
     }
 
     fn wheel_time(&self, tick: u64) -> Instant {
@@ -272,9 +281,9 @@ impl<C: Send + 'static> Core<C> {
     pub(crate) fn respond_raw(&mut self, key: usize, bytes: &[u8]) {
         let conn = &mut self.conns[key];
         conn.phase = Phase::Http;
-        conn.input = BytesMut::new();
+        conn.input = Input::default();
         conn.out.push(Bytes::copy_from_slice(bytes));
-        conn.life = Life::Lingering { since: self.tick, finalized: true };
+        conn.life = Life::Lingering { since: stamp(self.tick), finalized: true };
         self.mark_dirty(key);
         self.reschedule(key);
     }
@@ -286,6 +295,9 @@ impl<C: Send + 'static> Core<C> {
             return Ok(());
         }
         let conn = &mut self.conns[key];
+        if conn.tls.is_some() {
+            return self.uncork_tls(key);
+        }
         let mut written = 0;
         if conn.out.is_empty() && !conn.blocked {
             match conn.stream.write(&self.cork) {
@@ -306,6 +318,40 @@ impl<C: Send + 'static> Core<C> {
             let rest = self.cork.split().freeze();
             let conn = &mut self.conns[key];
             conn.out.push(rest);
+            self.mark_dirty(key);
+        }
+        Ok(())
+    }
+
+    /// [`Core::uncork`] through TLS: the cork is encrypted in one go (as far as rustls's
+    /// buffer takes it) and the ciphertext leaves in one vectored write, after what rustls
+    /// already held (the handshake's last flight, say).
+    #[cold]
+    fn uncork_tls(&mut self, key: usize) -> io::Result<()> {
+        let conn = &mut self.conns[key];
+        let Some(tls) = conn.tls.as_deref_mut() else { return Ok(()) };
+        let mut taken = 0;
+        if conn.out.is_empty() && !conn.blocked {
+            taken = tls.encrypt(&[IoSlice::new(&self.cork)]);
+        }
+        let mut written = 0;
+        let result = tls.write_out(&mut conn.stream, &mut written);
+        self.stats().bytes_out(written);
+        let all_out = match result {
+            Ok(all_out) => all_out,
+            Err(e) => {
+                self.cork.clear();
+                return Err(e);
+            }
+        };
+        if taken == self.cork.len() {
+            self.cork.clear();
+        } else {
+            self.cork.advance(taken);
+            let rest = self.cork.split().freeze();
+            self.conns[key].out.push(rest);
+        }
+        if !all_out || !self.conns[key].out.is_empty() {
             self.mark_dirty(key);
         }
         Ok(())

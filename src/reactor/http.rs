@@ -1,9 +1,9 @@
 //! Plain HTTP on a worker: the request head and body, the decision, the answer, and the
 //! switch to a WebSocket or a stream.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 
-use super::conn::{Life, Phase, Refusal};
+use super::conn::{Input, Life, Phase, Refusal, stamp};
 use super::stats::Rejection;
 use super::worker::Worker;
 use super::{Decision, Handler, HttpRequest, HttpResponse, RETRY_AFTER_SECS};
@@ -14,7 +14,7 @@ use crate::proto::handshake::{EMPTY_HEADER, HandshakeError, MAX_HEADERS, Status,
 impl<H: Handler> Worker<H> {
     pub(super) fn on_request_bytes(&mut self, key: usize) {
         let max = self.core.config.max_request_size;
-        let input = std::mem::take(&mut self.core.conns[key].input);
+        let input = self.core.conns[key].input.take();
         let mut headers = [EMPTY_HEADER; MAX_HEADERS];
         let outcome = match parse_request(&input, &mut headers, max) {
             Ok(Status::Partial) => None,
@@ -32,7 +32,7 @@ impl<H: Handler> Worker<H> {
                 Ok(n) => Some(Ok(self.decide(key, &request, &input[request.len..request.len + n]))),
             },
         };
-        self.core.conns[key].input = input;
+        self.core.conns[key].input = input.into();
         match outcome {
             None => {}
             Some(Err(e)) => self.reject(key, e),
@@ -49,8 +49,8 @@ impl<H: Handler> Worker<H> {
             Some(Ok(Outcome::Stream { session, head })) => self.open_stream(key, session, &head),
             Some(Ok(Outcome::Defer)) => {
                 let conn = &mut self.core.conns[key];
-                conn.phase = Phase::Deferred { since: self.core.tick };
-                conn.input = BytesMut::new();
+                conn.phase = Phase::Deferred { since: stamp(self.core.tick) };
+                conn.input = Input::default();
                 self.core.reschedule(key);
             }
         }
@@ -107,7 +107,7 @@ impl<H: Handler> Worker<H> {
         }
         let stats = &self.core.stats;
         let id = self.core.id_of(key);
-        let http = HttpRequest { head: request, upgrade, body, peer: conn.peer, stats, id };
+        let http = HttpRequest { head: request, upgrade, body, peer: conn.peer.addr(), stats, id };
         match self.handler.on_request(&http) {
             Decision::Stream { session, head } => Outcome::Stream { session, head },
             Decision::Defer => Outcome::Defer,
@@ -133,7 +133,7 @@ impl<H: Handler> Worker<H> {
                     Some((p, d)) => Connection::with_deflate(crate::proto::Role::Server, limits, p, d),
                     None => Connection::new(crate::proto::Role::Server, limits, None),
                 };
-                Outcome::Upgrade { session, head_len: request.len, response, ws: Box::new(ws) }
+                Outcome::Upgrade { session, head_len: request.len, response, ws }
             }
         }
     }
@@ -144,7 +144,7 @@ impl<H: Handler> Worker<H> {
         out.extend_from_slice(&head.body);
         let conn = &mut self.core.conns[key];
         conn.phase = Phase::Stream;
-        conn.input = BytesMut::new();
+        conn.input = Input::default();
         conn.out.push(Bytes::from(out));
         self.sessions[key] = Some(session);
         self.core.stats().opened();
@@ -153,14 +153,7 @@ impl<H: Handler> Worker<H> {
         self.with_ctx(key, id, |handler, ctx| handler.on_open(ctx));
     }
 
-    fn open(
-        &mut self,
-        key: usize,
-        session: H::Session,
-        head_len: usize,
-        response: Vec<u8>,
-        ws: Box<Connection>,
-    ) {
+    fn open(&mut self, key: usize, session: H::Session, head_len: usize, response: Vec<u8>, ws: Connection) {
         if let Some((owner, _)) = self.core.cork_for(key) {
             self.drop_abnormal(owner);
         }
@@ -168,7 +161,7 @@ impl<H: Handler> Worker<H> {
         let conn = &mut self.core.conns[key];
         conn.input.advance(head_len);
         conn.phase = Phase::Open(ws);
-        conn.last_message = self.core.tick;
+        conn.last_message = stamp(self.core.tick);
         self.sessions[key] = Some(session);
         self.core.stats().opened();
         self.core.reschedule(key);
@@ -176,10 +169,10 @@ impl<H: Handler> Worker<H> {
         self.with_ctx(key, id, |handler, ctx| handler.on_open(ctx));
         // The first frames may have come with the request.
         if self.core.conns.get(key).is_some_and(|c| !c.input.is_empty()) {
-            let mut input = std::mem::take(&mut self.core.conns[key].input);
+            let mut input = self.core.conns[key].input.take();
             self.on_frames(key, &mut input);
             if let Some(conn) = self.core.conns.get_mut(key) {
-                conn.input = input;
+                conn.input = input.into();
             }
         }
     }
@@ -218,5 +211,5 @@ enum Outcome<S> {
     Respond(HttpResponse, Option<Rejection>),
     Reject(HandshakeError),
     Defer,
-    Upgrade { session: S, head_len: usize, response: Vec<u8>, ws: Box<Connection> },
+    Upgrade { session: S, head_len: usize, response: Vec<u8>, ws: Connection },
 }

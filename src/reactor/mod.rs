@@ -98,6 +98,7 @@ mod ip;
 mod stats;
 mod sys;
 mod timers;
+mod tls;
 mod worker;
 
 use std::io;
@@ -114,6 +115,7 @@ use crate::proto::handshake::{Request, Upgrade, VERSION};
 pub use ctx::{Ctx, Outbox, WorkerCtx};
 pub use handle::{ConnId, Handle};
 pub use stats::{COUNTED_CLOSE_CODES, REJECTIONS, Rejection, Stats, StatsSnapshot};
+pub use tls::{ALPN_HTTP_1_1, TlsConfig};
 
 /// Seconds a client refused by a connection cap is asked to wait (`Retry-After` on the 429
 /// and the 503): short, since a slot frees whenever any connection closes.
@@ -368,6 +370,9 @@ pub struct ServerConfig {
     /// reactor answers 504. Default 10 s: longer than a remote store should ever take, short
     /// enough that a lost answer does not hold a connection for long.
     pub defer_timeout: Duration,
+    /// Serve TLS (`https://`, `wss://`) with this certificate on every connection. Default
+    /// none: plain TCP.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -392,6 +397,7 @@ impl Default for ServerConfig {
             hard_outbound_limit: 16 << 20,
             tick: None,
             defer_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -472,6 +478,13 @@ impl ServerBuilder {
         defer_timeout: Duration;
     }
 
+    /// Serves TLS with this certificate: every connection on the port is `https://` or
+    /// `wss://`. Keep a clone of `tls` to [`TlsConfig::reload`] it while the server runs.
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.config.tls = Some(tls);
+        self
+    }
+
     /// The config so far.
     pub fn config(&self) -> &ServerConfig {
         &self.config
@@ -503,6 +516,7 @@ impl Server {
 pub struct Running<H: Handler> {
     handle: Handle<H::Command>,
     local_addr: SocketAddr,
+    tls: Option<TlsConfig>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -511,6 +525,7 @@ impl<H: Handler> Running<H> {
         let threads = config.threads.max(1);
         let listeners = sys::listeners(config.addr, threads)?;
         let local_addr = listeners[0].local_addr()?;
+        let tls = config.tls.clone();
         let config = Arc::new(config);
         let handler = Arc::new(handler);
         let stats = Arc::new(Stats::new(threads));
@@ -539,12 +554,18 @@ impl<H: Handler> Running<H> {
                 .spawn(move || worker.run())?;
             joins.push(join);
         }
-        Ok(Self { handle, local_addr, threads: joins })
+        Ok(Self { handle, local_addr, tls, threads: joins })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The server's TLS configuration, if it serves TLS: [`TlsConfig::reload`] on it presents
+    /// a new certificate to the connections accepted from then on.
+    pub fn tls(&self) -> Option<&TlsConfig> {
+        self.tls.as_ref()
     }
 
     /// A handle to post to the workers, send to connections, read stats and shut down.

@@ -47,6 +47,10 @@ pub enum Rejection {
     /// 504 from the reactor: a deferred answer ([`Decision::Defer`](super::Decision::Defer))
     /// did not come within `defer_timeout`.
     DeferTimeout,
+    /// A TLS connection that never got through its handshake: a plain HTTP request to the
+    /// TLS port (answered 400), a ClientHello or record rustls refused (answered with its
+    /// alert), or a handshake unfinished within the handshake timeout.
+    Tls,
 }
 
 impl Rejection {
@@ -67,7 +71,7 @@ impl Rejection {
 }
 
 /// The rejection causes, in counter order, with their metric label.
-pub const REJECTIONS: [(Rejection, &str); 13] = [
+pub const REJECTIONS: [(Rejection, &str); 14] = [
     (Rejection::BadRequest, "bad_request"),
     (Rejection::TooLarge, "too_large"),
     (Rejection::Origin, "origin"),
@@ -81,6 +85,7 @@ pub const REJECTIONS: [(Rejection, &str); 13] = [
     (Rejection::Unauthorized, "unauthorized"),
     (Rejection::Forbidden, "forbidden"),
     (Rejection::DeferTimeout, "defer_timeout"),
+    (Rejection::Tls, "tls"),
 ];
 
 #[derive(Debug, Default)]

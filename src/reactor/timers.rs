@@ -29,9 +29,12 @@ pub(crate) struct Wheel {
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Entry {
-    pub(crate) key: usize,
+    /// The connection's slab key (a `u32`: a worker holds far fewer than 4 billion; the entry
+    /// is 16 bytes, one per connection).
+    pub(crate) key: u32,
     pub(crate) generation: u32,
-    pub(crate) tick: u64,
+    /// The tick it fires at, in 32 bits (see `conn::Stamp`): 12 bytes an entry.
+    pub(crate) tick: u32,
 }
 
 impl Wheel {
@@ -48,7 +51,11 @@ impl Wheel {
     /// Schedules `key` at `at` (at least one tick from now); returns the tick to remember.
     pub(crate) fn schedule(&mut self, key: usize, generation: u32, at: Instant) -> u64 {
         let tick = self.tick_at(at).max(self.current + 1);
-        self.slots[(tick % SLOTS as u64) as usize].push(Entry { key, generation, tick });
+        self.slots[(tick % SLOTS as u64) as usize].push(Entry {
+            key: key as u32,
+            generation,
+            tick: tick as u32,
+        });
         self.len += 1;
         tick
     }
@@ -63,7 +70,7 @@ impl Wheel {
             let slot = &mut self.slots[(tick % SLOTS as u64) as usize];
             let before = slot.len();
             slot.retain(|e| {
-                if e.tick <= target {
+                if (target as u32).wrapping_sub(e.tick) as i32 >= 0 {
                     due.push(*e);
                     false
                 } else {

@@ -13,7 +13,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::conn::{Conn, Life, Phase, Refusal, Timeout};
+use super::conn::{Conn, Input, Life, NO_PING, NO_TIMER, Phase, Refusal, Timeout, stamp};
 use super::core::Core;
 use super::ctx::{Ctx, WorkerCtx};
 use super::handle::{Command, ConnId, Handle, Remote};
@@ -21,6 +21,7 @@ use super::ip::IpCounter;
 use super::stats::{Rejection, Stats};
 use super::sys;
 use super::timers::{Entry, TICK, Wheel};
+use super::tls::{Fed, Tls};
 use super::{Handler, HttpResponse, Message, ServerConfig};
 use crate::proto::{CloseCode, Event, MessageKind};
 
@@ -32,7 +33,12 @@ const READ_SIZE: usize = 64 * 1024;
 const ACCEPT_BATCH: usize = 128;
 /// Bytes read from one connection per loop turn before the others get their turn (and the
 /// queues are flushed); the rest is read next turn.
-const READ_BUDGET: usize = 512 * 1024;
+const READ_BUDGET: u32 = 512 * 1024;
+/// First read of a request head on a plain connection.
+const HEAD_READ: usize = 1024;
+/// The answer to a plain HTTP request on a TLS port.
+const PLAIN_HTTP_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+    Content-Length: 45\r\nConnection: close\r\n\r\nthis port speaks TLS: use https:// or wss://\n";
 
 pub(crate) struct Worker<H: Handler> {
     pub(super) core: Core<H::Command>,
@@ -46,6 +52,8 @@ pub(crate) struct Worker<H: Handler> {
     pub(super) ips: Arc<IpCounter>,
     pub(super) due: Vec<Entry>,
     pub(super) rbuf: BytesMut,
+    /// Plaintext decrypted from `rbuf`, for TLS connections (empty on a plain server).
+    pub(super) tls_plain: BytesMut,
     pub(super) accept_ready: bool,
     /// Connections that still had bytes to read when their budget ran out.
     pub(super) more_to_read: Vec<usize>,
@@ -102,6 +110,7 @@ impl<H: Handler> Worker<H> {
             ips,
             due: Vec::new(),
             rbuf: BytesMut::with_capacity(READ_SIZE),
+            tls_plain: BytesMut::new(),
             accept_ready: true,
             more_to_read: Vec::new(),
             turn: 0,
@@ -244,6 +253,16 @@ impl<H: Handler> Worker<H> {
         self.core.next_generation = self.core.next_generation.wrapping_add(1);
         let mut conn = Conn::new(stream, peer, self.core.next_generation, self.core.tick);
         let config = &self.core.config;
+        if let Some(tls) = &config.tls {
+            match Tls::new(tls.current()) {
+                Ok(tls) => conn.tls = Some(Box::new(tls)),
+                Err(e) => {
+                    tracing::warn!(worker = self.core.index, error = %e, "TLS session not made");
+                    let _ = self.poll.registry().deregister(&mut conn.stream);
+                    return;
+                }
+            }
+        }
         let total = self.ips.total.fetch_add(1, Ordering::Relaxed) + 1;
         if total > config.max_connections {
             conn.life = Life::Refusing(Refusal::Full);
@@ -266,6 +285,10 @@ impl<H: Handler> Worker<H> {
     /// readiness fires again for anything that arrives later), which saves a `recv` that
     /// would only say `EAGAIN`. End of stream always comes with `drain` (read-closed events).
     fn on_readable(&mut self, key: usize, drain: bool) {
+        if self.core.conns.get(key).is_some_and(|c| c.tls.is_some()) {
+            self.on_tls_readable(key, drain);
+            return;
+        }
         let turn = self.turn;
         let mut more = true;
         while more {
@@ -282,7 +305,9 @@ impl<H: Handler> Worker<H> {
             let own_buffer = !conn.input.is_empty() || !matches!(conn.phase, Phase::Open(_));
             let want = match &conn.phase {
                 Phase::Open(ws) => ws.bytes_needed(&conn.input).unwrap_or(0).clamp(4096, READ_SIZE * 16),
-                _ => 4096,
+                // A request head is a few hundred bytes: a small first buffer keeps a connect
+                // storm from scattering 4 KiB buffers through the heap (a longer head grows it).
+                _ => HEAD_READ,
             };
             let result = if own_buffer {
                 sys::read_buf(&conn.stream, &mut conn.input, want)
@@ -296,9 +321,9 @@ impl<H: Handler> Worker<H> {
                 }
                 Ok((n, full)) => {
                     more = full || drain;
-                    conn.read_used += n;
-                    conn.last_read = self.core.tick;
-                    conn.ping_sent = None;
+                    conn.read_used = conn.read_used.saturating_add(n as u32);
+                    conn.last_read = stamp(self.core.tick);
+                    conn.ping_sent = NO_PING;
                     self.core.stats.worker(self.core.index).bytes_in(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -310,7 +335,7 @@ impl<H: Handler> Worker<H> {
             }
             if conn.life.is_lingering() {
                 // Lingering: the answer is out, what the peer still sends is discarded.
-                conn.input.clear();
+                conn.input = Input::default();
                 self.rbuf.clear();
                 continue;
             }
@@ -318,10 +343,10 @@ impl<H: Handler> Worker<H> {
                 Phase::Handshake { .. } => self.on_request_bytes(key),
                 Phase::Open(_) => {
                     if own_buffer {
-                        let mut input = std::mem::take(&mut self.core.conns[key].input);
+                        let mut input = self.core.conns[key].input.take();
                         self.on_frames(key, &mut input);
                         if let Some(conn) = self.core.conns.get_mut(key) {
-                            conn.input = input;
+                            conn.input = input.into();
                         }
                     } else {
                         let mut input = std::mem::take(&mut self.rbuf);
@@ -336,14 +361,130 @@ impl<H: Handler> Worker<H> {
                         self.rbuf = input;
                     }
                 }
-                Phase::Http | Phase::Stream | Phase::Deferred { .. } => conn.input.clear(),
+                Phase::Http | Phase::Stream | Phase::Deferred { .. } => conn.input = Input::default(),
             }
             let Some(conn) = self.core.conns.get_mut(key) else { return };
-            if conn.input.is_empty() && conn.input.capacity() > 0 {
-                conn.input = BytesMut::new();
-            }
+            conn.input.release();
         }
         self.finish_read(key);
+    }
+
+    /// [`Worker::on_readable`] for a TLS connection: the ciphertext comes into the worker's
+    /// read buffer, rustls decrypts it into the worker's plaintext buffer (or the connection's
+    /// own, when it holds an unfinished request or frame), and the plaintext goes where a
+    /// plain connection's bytes go.
+    fn on_tls_readable(&mut self, key: usize, drain: bool) {
+        let turn = self.turn;
+        let mut more = true;
+        while more {
+            let Some(conn) = self.core.conns.get_mut(key) else { return };
+            if conn.read_turn != turn {
+                conn.read_turn = turn;
+                conn.read_used = 0;
+            }
+            if conn.read_used >= READ_BUDGET {
+                self.more_to_read.push(key);
+                break;
+            }
+            match sys::read_buf(&conn.stream, &mut self.rbuf, READ_SIZE) {
+                Ok((0, _)) => {
+                    self.rbuf.clear();
+                    self.on_eof(key);
+                    return;
+                }
+                Ok((n, full)) => {
+                    more = full || drain;
+                    conn.read_used = conn.read_used.saturating_add(n as u32);
+                    conn.last_read = stamp(self.core.tick);
+                    conn.ping_sent = NO_PING;
+                    self.core.stats.worker(self.core.index).bytes_in(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.drop_abnormal(key);
+                    return;
+                }
+            }
+            let Some(tls) = conn.tls.as_deref_mut().filter(|_| !conn.life.is_lingering()) else {
+                // Lingering (or refused, with only the alert left to flush): discarded.
+                self.rbuf.clear();
+                continue;
+            };
+            let own_buffer = !conn.input.is_empty() || !matches!(conn.phase, Phase::Open(_));
+            let mut plain = if own_buffer { conn.input.take() } else { std::mem::take(&mut self.tls_plain) };
+            let fed = tls.feed(&self.rbuf, &mut plain);
+            self.rbuf.clear();
+            if tls.session.wants_write() {
+                // The handshake's flight, a key update, a ticket: out at the end of the turn.
+                self.core.mark_dirty(key);
+            }
+            let closed = match fed {
+                Fed::Ok => false,
+                Fed::Closed => true,
+                Fed::PlainHttp => {
+                    self.refuse_tls(key, true);
+                    return;
+                }
+                Fed::Failed(error) => {
+                    tracing::debug!(conn = %self.core.id_of(key), %error, "TLS refused");
+                    self.refuse_tls(key, false);
+                    return;
+                }
+            };
+            let conn = &mut self.core.conns[key];
+            match conn.phase {
+                Phase::Handshake { .. } => {
+                    conn.input = plain.into();
+                    if !conn.input.is_empty() {
+                        self.on_request_bytes(key);
+                    }
+                }
+                Phase::Open(_) => {
+                    self.on_frames(key, &mut plain);
+                    if own_buffer {
+                        if let Some(conn) = self.core.conns.get_mut(key) {
+                            conn.input = plain.into();
+                        }
+                    } else {
+                        if !plain.is_empty() {
+                            if let Some(conn) = self.core.conns.get_mut(key) {
+                                // Keep the unfinished frame with its connection.
+                                conn.input.extend_from_slice(&plain);
+                            }
+                            plain.clear();
+                        }
+                        self.tls_plain = plain;
+                    }
+                }
+                Phase::Http | Phase::Stream | Phase::Deferred { .. } => {}
+            }
+            if closed {
+                self.on_eof(key);
+                return;
+            }
+            let Some(conn) = self.core.conns.get_mut(key) else { return };
+            conn.input.release();
+        }
+        self.finish_read(key);
+    }
+
+    /// Refuses a TLS connection that did not get through its handshake, counted: a plain
+    /// HTTP request is answered 400 in plain text, anything else rustls refused gets its
+    /// alert; then the connection lingers without its TLS state, discarding what comes.
+    /// Past the handshake, a TLS failure just ends the connection.
+    fn refuse_tls(&mut self, key: usize, plain_http: bool) {
+        let conn = &mut self.core.conns[key];
+        let Some(mut tls) = conn.tls.take() else { return };
+        if !matches!(conn.phase, Phase::Handshake { .. }) {
+            let _ = tls.write_out(&mut conn.stream, &mut 0);
+            self.drop_abnormal(key);
+            return;
+        }
+        self.core.stats().rejected(Rejection::Tls);
+        let answer = if plain_http { PLAIN_HTTP_TO_TLS.to_vec() } else { tls.take_pending() };
+        drop(tls);
+        self.core.respond_raw(key, &answer);
     }
 
     /// End of a read burst: write the corked replies, and the connection's own queue.
@@ -383,19 +524,20 @@ impl<H: Handler> Worker<H> {
                 Event::Pong(_) => continue,
                 Event::Close { code, reason } => {
                     let reason = String::from_utf8_lossy(&reason).into_owned();
-                    conn.close_code.get_or_insert((code, reason));
+                    conn.close_code.get_or_insert_with(|| Box::new((code, reason)));
                     continue;
                 }
                 Event::Failed(error) => {
                     tracing::debug!(conn = %id, %error, "peer failed the connection");
-                    conn.close_code.get_or_insert((CloseCode::from(&error), error.to_string()));
+                    conn.close_code
+                        .get_or_insert_with(|| Box::new((CloseCode::from(&error), error.to_string())));
                     continue;
                 }
             };
             if conn.life.is_lingering() {
                 continue;
             }
-            conn.last_message = self.core.tick;
+            conn.last_message = stamp(self.core.tick);
             self.core.stats().message_in();
             self.with_ctx(key, id, |handler, ctx| handler.on_message(ctx, message));
         }
@@ -437,8 +579,8 @@ impl<H: Handler> Worker<H> {
     fn on_eof(&mut self, key: usize) {
         let Some(conn) = self.core.conns.get(key) else { return };
         match (&conn.phase, &conn.close_code) {
-            (Phase::Open(_), Some((code, _))) => {
-                let code = *code;
+            (Phase::Open(_), Some(close)) => {
+                let code = close.0;
                 self.remove(key, code, false);
             }
             (Phase::Open(_), None) => self.drop_abnormal(key),
@@ -465,7 +607,7 @@ impl<H: Handler> Worker<H> {
             Life::Running | Life::Refusing(_) | Life::ClosingHandshake { .. } => {}
         }
         let (code, reason) = match conn.close_code.take() {
-            Some((c, r)) if !abnormal => (c, r),
+            Some(close) if !abnormal => *close,
             _ => (code, String::new()),
         };
         let generation = conn.generation;
@@ -492,7 +634,7 @@ impl<H: Handler> Worker<H> {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         self.ips.total.fetch_sub(1, Ordering::Relaxed);
         if conn.counted_ip {
-            self.ips.release(conn.peer.ip());
+            self.ips.release(conn.peer.addr().ip());
         }
         if let Some(slot) = self.sessions.get_mut(key) {
             *slot = None;
@@ -520,14 +662,37 @@ impl<H: Handler> Worker<H> {
     fn flush(&mut self, key: usize) {
         let Some(conn) = self.core.conns.get_mut(key) else { return };
         let mut written = 0;
-        let result = conn.out.flush(&mut conn.stream, &mut written);
+        let result = match conn.tls.as_deref_mut() {
+            None => conn.out.flush(&mut conn.stream, &mut written),
+            Some(tls) => conn.out.flush_tls(tls, &mut conn.stream, &mut written),
+        };
         self.core.stats.worker(self.core.index).bytes_out(written);
         let soft = self.core.config.soft_outbound_limit;
         match result {
             Ok(true) => {
+                conn.out.release();
                 let all_said =
                     matches!(conn.phase, Phase::Http) || conn.ws().is_some_and(|ws| ws.is_closed());
                 if conn.life.is_lingering() && all_said {
+                    if let Some(tls) = conn.tls.as_deref_mut().filter(|t| !t.notified) {
+                        // TLS says its end too (RFC 8446 §6.1) before the TCP half-close.
+                        tls.notified = true;
+                        tls.session.send_close_notify();
+                        let mut written = 0;
+                        let sent = tls.write_out(&mut conn.stream, &mut written);
+                        self.core.stats.worker(self.core.index).bytes_out(written);
+                        match sent {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                conn.blocked = true;
+                                return;
+                            }
+                            Err(_) => {
+                                self.drop_abnormal(key);
+                                return;
+                            }
+                        }
+                    }
                     // All said: half-close, then wait for the peer's EOF (or the timeout).
                     let _ = conn.stream.shutdown(Shutdown::Write);
                 }
@@ -610,11 +775,12 @@ impl<H: Handler> Worker<H> {
         let mut due = std::mem::take(&mut self.due);
         self.core.wheel.advance(self.core.now, &mut due);
         for entry in due.drain(..) {
-            let Some(conn) = self.core.conns.get(entry.key) else { continue };
+            let Some(conn) = self.core.conns.get_mut(entry.key as usize) else { continue };
             if conn.generation != entry.generation || conn.timer_tick != entry.tick {
                 continue;
             }
-            self.on_timer(entry.key);
+            conn.timer_tick = NO_TIMER;
+            self.on_timer(entry.key as usize);
         }
         self.due = due;
     }
@@ -624,7 +790,7 @@ impl<H: Handler> Worker<H> {
     fn on_timer(&mut self, key: usize) {
         let tick = self.core.tick;
         let Some(conn) = self.core.conns.get_mut(key) else { return };
-        let Some((due, timeout)) = conn.next_timeout(&self.core.config) else { return };
+        let Some((due, timeout)) = conn.next_timeout(&self.core.config, self.core.tick) else { return };
         if due > tick {
             // Activity since it was scheduled moved it later.
             self.core.reschedule(key);
@@ -632,7 +798,7 @@ impl<H: Handler> Worker<H> {
         }
         match timeout {
             Timeout::Close => {
-                match conn.close_code.as_ref().map(|(c, _)| *c) {
+                match conn.close_code.as_ref().map(|close| close.0) {
                     Some(code) => self.remove(key, code, false),
                     None => self.drop_abnormal(key),
                 }
@@ -644,7 +810,8 @@ impl<H: Handler> Worker<H> {
                 return;
             }
             Timeout::Handshake => {
-                self.core.stats().rejected(Rejection::Timeout);
+                let tls = conn.tls.as_ref().is_some_and(|t| t.session.is_handshaking());
+                self.core.stats().rejected(if tls { Rejection::Tls } else { Rejection::Timeout });
                 self.remove(key, CloseCode::ABNORMAL, false);
                 return;
             }
@@ -661,7 +828,7 @@ impl<H: Handler> Worker<H> {
                 if let Phase::Open(ws) = &mut conn.phase {
                     if ws.ping(b"", &mut ping).is_ok() {
                         conn.out.push_control(&ping);
-                        conn.ping_sent = Some(tick);
+                        conn.ping_sent = stamp(tick);
                         self.core.mark_dirty(key);
                     }
                 }
