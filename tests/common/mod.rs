@@ -277,3 +277,4 @@ pub mod app;
 pub mod nginx;
 pub mod nodes;
 pub mod redis_server;
+pub mod tls;
