@@ -234,12 +234,16 @@ fn the_binary_serves_tls_and_reloads_its_certificate_on_sighup() {
     let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_file, &old.cert_pem).unwrap();
     std::fs::write(&key_file, &old.key_pem).unwrap();
+    // The key from the TOML file, the certificate from the flag.
+    let config = dir.join("hibiki.toml");
+    std::fs::write(&config, format!("tls-key = {:?}\n", key_file.display().to_string())).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_hibiki"))
         .args(["serve", "--threads", "1", "--listen", &addr.to_string(), "--tls-cert"])
         .arg(&cert_file)
-        .env("HIBIKI_TLS_KEY", &key_file)
+        .arg("--config")
+        .arg(&config)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
