@@ -239,7 +239,7 @@ fn the_binary_serves_tls_and_reloads_its_certificate_on_sighup() {
     std::fs::write(&config, format!("tls-key = {:?}\n", key_file.display().to_string())).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hibiki"))
+    let child = Command::new(env!("CARGO_BIN_EXE_hibiki"))
         .args(["serve", "--threads", "1", "--listen", &addr.to_string(), "--tls-cert"])
         .arg(&cert_file)
         .arg("--config")
@@ -248,6 +248,7 @@ fn the_binary_serves_tls_and_reloads_its_certificate_on_sighup() {
         .stderr(Stdio::null())
         .spawn()
         .expect("the binary starts");
+    let mut child = Reap(child);
     let client = client_config(&[&old, &new]);
     assert!(
         eventually(Duration::from_secs(10), || connect(addr, &client, false).is_ok()),
@@ -258,17 +259,29 @@ fn the_binary_serves_tls_and_reloads_its_certificate_on_sighup() {
 
     std::fs::write(&cert_file, &new.cert_pem).unwrap();
     std::fs::write(&key_file, &new.key_pem).unwrap();
-    let hup = Command::new("kill").args(["-HUP", &child.id().to_string()]).status().expect("kill runs");
+    let hup = Command::new("kill").args(["-HUP", &child.0.id().to_string()]).status().expect("kill runs");
     assert!(hup.success());
     let reloaded = eventually(Duration::from_secs(5), || {
         connect(addr, &client, false).is_ok_and(|stream| presented(&stream) == new.der)
     });
     kept.send_text("still here");
     let echoed = kept.recv();
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let status = child.wait().expect("the binary stops");
+    let _ = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status();
+    let status = child.0.wait().expect("the binary stops");
     let _ = std::fs::remove_dir_all(&dir);
     assert!(reloaded, "new connections get the new certificate after SIGHUP");
     assert_eq!(echoed, Event::Text("still here".into()), "the open connection lives on");
     assert!(status.success(), "stopped cleanly: {status}");
+}
+
+/// Kills the server when a test fails before it stops it.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
