@@ -9,7 +9,7 @@
 //!  app     what each path does (echo, broadcast, /ws, SSE, publish API, metrics), JWT
 //!  hub     rooms, acks, presence, history and resume, tick batching, envelopes, room access
 //!          store seam: Broker + PresenceStore, answers now (in memory) or later (remote)
-//!  io      reactor: mio Poll per worker, accept, corked writes, writev queues, timers, limits
+//!  io      reactor: mio Poll per worker, accept, TLS, corked writes, writev queues, timers, limits
 //!          client: connect, reconnect with backoff and jitter, heartbeats
 //!  proto   sans-IO: handshake · frame · mask · utf8 · deflate · close · connection
 //! ```
@@ -53,6 +53,10 @@
 //! server.wait();
 //! # Ok::<(), std::io::Error>(())
 //! ```
+//!
+//! With TLS (`https://`, `wss://` on the same engine), give the builder a certificate:
+//! `.tls(hibiki::reactor::TlsConfig::from_pem_files("cert.pem", "key.pem")?)`; the
+//! [`reactor`] docs ("TLS") show reloading it.
 //!
 //! ## Room state behind a seam
 //!

@@ -325,8 +325,9 @@ impl<C: Send + 'static> Core<C> {
 
     /// [`Core::uncork`] through TLS: the cork is encrypted in one go (as far as rustls's
     /// buffer takes it) and the ciphertext leaves in one vectored write, after what rustls
-    /// already held (the handshake's last flight, say).
-    #[cold]
+    /// already held (the handshake's last flight, say). Kept out of line: the plain path
+    /// stays as it was.
+    #[inline(never)]
     fn uncork_tls(&mut self, key: usize) -> io::Result<()> {
         let conn = &mut self.conns[key];
         let Some(tls) = conn.tls.as_deref_mut() else { return Ok(()) };

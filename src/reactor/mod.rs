@@ -43,6 +43,32 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
+//! # TLS
+//!
+//! [`ServerBuilder::tls`] makes every connection on the port TLS (`https://`, `wss://`) on
+//! rustls, with ALPN `http/1.1`; the handler sees the same requests and messages as over plain
+//! TCP. Keep a clone of the [`TlsConfig`] to present a renewed certificate later: connections
+//! accepted after [`TlsConfig::reload`] get it, open ones keep theirs.
+//!
+//! ```no_run
+//! use hibiki::app::ServeApp;
+//! use hibiki::reactor::{Server, TlsConfig};
+//!
+//! let tls = TlsConfig::from_pem_files("cert.pem", "key.pem")?;
+//! let server = Server::builder()
+//!     .bind("0.0.0.0:8443".parse().unwrap())
+//!     .tls(tls.clone())
+//!     .start(ServeApp::default())?;
+//! // After the files are renewed (on SIGHUP, say):
+//! tls.reload()?;
+//! server.wait();
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! [`TlsConfig::from_rustls`] takes a `rustls::ServerConfig` of one's own (a certificate
+//! resolver for several names, client certificates...). A plain HTTP request, a refused
+//! ClientHello or an unfinished handshake is refused and counted as [`Rejection::Tls`].
+//!
 //! # Answering later
 //!
 //! A handler that needs another thread (a remote store, say) before it can answer returns

@@ -49,7 +49,8 @@ pub enum Rejection {
     DeferTimeout,
     /// A TLS connection that never got through its handshake: a plain HTTP request to the
     /// TLS port (answered 400), a ClientHello or record rustls refused (answered with its
-    /// alert), or a handshake unfinished within the handshake timeout.
+    /// alert), a client that closed mid-handshake (one that refused the certificate, say),
+    /// or a handshake unfinished within the handshake timeout.
     Tls,
 }
 

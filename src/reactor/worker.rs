@@ -389,6 +389,10 @@ impl<H: Handler> Worker<H> {
             match sys::read_buf(&conn.stream, &mut self.rbuf, READ_SIZE) {
                 Ok((0, _)) => {
                     self.rbuf.clear();
+                    if conn.tls.as_ref().is_some_and(|t| !t.fresh && t.session.is_handshaking()) {
+                        // Gone mid-handshake (a client that refused the certificate, say).
+                        self.core.stats().rejected(Rejection::Tls);
+                    }
                     self.on_eof(key);
                     return;
                 }

@@ -278,3 +278,4 @@ pub mod nginx;
 pub mod nodes;
 pub mod redis_server;
 pub mod tls_proxy;
+pub mod tls;
