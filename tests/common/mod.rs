@@ -277,5 +277,5 @@ pub mod app;
 pub mod nginx;
 pub mod nodes;
 pub mod redis_server;
-pub mod tls_proxy;
 pub mod tls;
+pub mod tls_proxy;
