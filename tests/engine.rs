@@ -386,3 +386,27 @@ fn a_handshake_storm_is_paced_and_open_connections_keep_their_pace() {
     assert!(started.elapsed() >= Duration::from_millis(900), "not paced: {:?}", started.elapsed());
     assert_eq!(handle.stats().snapshot().connections_total, 101);
 }
+
+/// After a close handshake the peer sends nothing more (RFC 6455 §5.5.1), so the server closes
+/// the TCP connection at once (§7.1.1) instead of half-closing and waiting for the peer's FIN:
+/// bytes the client writes afterwards meet a reset. A server that lingered would read and drop
+/// them, and the writes would all succeed.
+#[test]
+fn after_the_close_handshake_the_server_closes_the_socket_at_once() {
+    let server = start(Server::builder().threads(1), ServeApp::default());
+    let mut peer = Peer::connect(server.local_addr(), "/echo");
+    let mut out = bytes::BytesMut::new();
+    peer.ws.close(CloseCode::NORMAL, "", &mut out).unwrap();
+    peer.send_raw(&out);
+    assert_eq!(peer.expect_close(), CloseCode::NORMAL);
+    assert!(peer.closed_within(Duration::from_secs(1)), "the server's FIN");
+    // The client keeps its socket open and writes: the first write reaches a closed socket and
+    // draws a reset, a later one fails.
+    let failed = eventually(Duration::from_secs(1), || {
+        let wrote = peer.stream.write(b"after the close").is_err();
+        std::thread::sleep(Duration::from_millis(20));
+        wrote
+    });
+    assert!(failed, "writes after the close handshake were accepted: the server still holds the socket");
+    server.shutdown();
+}

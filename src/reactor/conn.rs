@@ -160,6 +160,8 @@ pub(crate) struct Conn {
     pub(crate) dirty: bool,
     /// Counted against the per-IP cap.
     pub(crate) counted_ip: bool,
+    /// The write side is shut (lingering for the peer's EOF).
+    pub(crate) write_shut: bool,
     /// Tick of the last byte read, of the last message, and of the heartbeat ping in flight
     /// ([`NO_PING`] when none is).
     pub(crate) last_read: Stamp,
@@ -219,6 +221,7 @@ impl Conn {
             blocked: false,
             dirty: false,
             counted_ip: false,
+            write_shut: false,
             last_read: now_tick,
             last_message: now_tick,
             ping_sent: NO_PING,

@@ -697,8 +697,20 @@ impl<H: Handler> Worker<H> {
                             }
                         }
                     }
-                    // All said: half-close, then wait for the peer's EOF (or the timeout).
-                    let _ = conn.stream.shutdown(Shutdown::Write);
+                    // Both Close frames are through and nothing of the peer's is left unread:
+                    // the peer sends nothing more (RFC 6455 5.5.1), so the server closes the
+                    // TCP connection first, at once, as the RFC asks (7.1.1), without waiting
+                    // for the peer's FIN. (Unread bytes would make close() a reset instead.)
+                    if conn.input.is_empty() && conn.ws().is_some_and(|ws| ws.close_handshake_done()) {
+                        let code = conn.close_code.as_ref().map_or(CloseCode::NORMAL, |close| close.0);
+                        self.remove(key, code, false);
+                        return;
+                    }
+                    // All said: half-close (once), then wait for the peer's EOF (or the timeout).
+                    if !conn.write_shut {
+                        conn.write_shut = true;
+                        let _ = conn.stream.shutdown(Shutdown::Write);
+                    }
                 }
                 if conn.backpressured {
                     conn.backpressured = false;

@@ -160,8 +160,12 @@ enum State {
     Open,
     /// We sent a Close frame and wait for the peer's.
     CloseSent,
-    /// Both Close frames exchanged, or the connection failed: nothing more is read or sent.
+    /// Both Close frames exchanged: nothing more is read or sent, and the peer sends nothing
+    /// more either.
     Closed,
+    /// The connection failed (our Close, if any, is queued): nothing more is read or sent,
+    /// though the peer may still be sending.
+    Failed,
 }
 
 /// A frame whose header was consumed and whose payload is still arriving.
@@ -251,13 +255,21 @@ impl Connection {
     /// [`poll_transmit`](Self::poll_transmit) gives, then close the transport.
     #[must_use]
     pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed | State::Failed)
+    }
+
+    /// Whether the close handshake completed: both Close frames went through, so the peer
+    /// sends nothing more and the transport can be closed at once (RFC 6455 §5.5.1, §7.1.1).
+    /// False for a connection that failed.
+    #[must_use]
+    pub fn close_handshake_done(&self) -> bool {
         self.state == State::Closed
     }
 
     /// Whether more input is wanted (false once closed).
     #[must_use]
     pub fn wants_read(&self) -> bool {
-        self.state != State::Closed
+        !self.is_closed()
     }
 
     /// How many more bytes the frame being received needs, when its header has arrived; lets
@@ -285,7 +297,7 @@ impl Connection {
     #[must_use]
     pub fn poll_event(&mut self, input: &mut BytesMut) -> Option<Event> {
         loop {
-            if self.state == State::Closed {
+            if self.is_closed() {
                 return None;
             }
             match self.step(input) {
@@ -444,7 +456,7 @@ impl Connection {
             self.write_close(CloseCode::from(&error), b"", &mut pending);
             self.pending = Some(pending);
         }
-        self.state = State::Closed;
+        self.state = State::Failed;
         self.frame = None;
         self.message = None;
         Event::Failed(error)
