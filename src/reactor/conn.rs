@@ -233,6 +233,14 @@ impl Conn {
         }
     }
 
+    /// Accounts `n` bytes read at `tick`: the read budget, the heartbeat's last sign of life,
+    /// and the end of any ping in flight (plain and TLS reads alike).
+    pub(crate) fn note_read(&mut self, n: usize, tick: u64) {
+        self.read_used = self.read_used.saturating_add(n as u32);
+        self.last_read = stamp(tick);
+        self.ping_sent = NO_PING;
+    }
+
     pub(crate) fn ws(&mut self) -> Option<&mut Connection> {
         match &mut self.phase {
             Phase::Open(ws) => Some(ws),

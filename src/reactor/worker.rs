@@ -13,7 +13,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::conn::{Conn, Input, Life, NO_PING, NO_TIMER, Phase, Refusal, Timeout, stamp};
+use super::conn::{Conn, Input, Life, NO_TIMER, Phase, Refusal, Timeout, stamp};
 use super::core::Core;
 use super::ctx::{Ctx, WorkerCtx};
 use super::handle::{Command, ConnId, Handle, Remote};
@@ -321,9 +321,7 @@ impl<H: Handler> Worker<H> {
                 }
                 Ok((n, full)) => {
                     more = full || drain;
-                    conn.read_used = conn.read_used.saturating_add(n as u32);
-                    conn.last_read = stamp(self.core.tick);
-                    conn.ping_sent = NO_PING;
+                    conn.note_read(n, self.core.tick);
                     self.core.stats.worker(self.core.index).bytes_in(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -398,9 +396,7 @@ impl<H: Handler> Worker<H> {
                 }
                 Ok((n, full)) => {
                     more = full || drain;
-                    conn.read_used = conn.read_used.saturating_add(n as u32);
-                    conn.last_read = stamp(self.core.tick);
-                    conn.ping_sent = NO_PING;
+                    conn.note_read(n, self.core.tick);
                     self.core.stats.worker(self.core.index).bytes_in(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
