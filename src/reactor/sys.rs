@@ -11,8 +11,17 @@ use bytes::{BufMut, BytesMut};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 /// One listener per worker on `addr`. With `SO_REUSEPORT` the kernel balances new
-/// connections over them; port 0 is resolved by the first and reused by the rest.
+/// connections over them; port 0 is resolved by the first and reused by the rest. A port
+/// another process listens on is refused (`AddrInUse`), even if that process set
+/// `SO_REUSEPORT` too: the kernel would otherwise split the connections between the two.
 pub(crate) fn listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<StdListener>> {
+    if addr.port() != 0 {
+        // Without SO_REUSEPORT this bind fails if anyone listens there (SO_REUSEADDR only
+        // lets it past sockets in TIME_WAIT); it is closed again before the real ones.
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into())?;
+    }
     let first = bind(addr)?;
     let addr = first.local_addr()?;
     let mut all = vec![first];
@@ -51,4 +60,20 @@ pub(crate) fn read_buf(
     // them; socket2 returns how many), and `n <= spare.len()`.
     unsafe { buf.advance_mut(n) };
     Ok((n, n == room))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_in_use_is_refused_even_with_reuse_port() {
+        let held = listeners("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let addr = held[0].local_addr().unwrap();
+        assert_eq!(held[1].local_addr().unwrap(), addr, "the second worker shares the port");
+        let err = listeners(addr, 1).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        drop(held);
+        assert_eq!(listeners(addr, 1).unwrap()[0].local_addr().unwrap(), addr, "free again");
+    }
 }

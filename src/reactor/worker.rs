@@ -626,12 +626,13 @@ impl<H: Handler> Worker<H> {
     /// Drops a connection's socket, finalizing it first if it was still open.
     fn remove(&mut self, key: usize, code: CloseCode, abnormal: bool) {
         self.finalize(key, code, abnormal);
-        let Some(mut conn) = self.core.conns.try_remove(key) else { return };
+        let Some(conn) = self.core.conns.try_remove(key) else { return };
         if self.core.cork_owner == Some(key) {
             self.core.cork_owner = None;
             self.core.cork.clear();
         }
-        let _ = self.poll.registry().deregister(&mut conn.stream);
+        // No EPOLL_CTL_DEL: closing the socket (dropping `conn`, whose fd is never
+        // duplicated) takes it out of the epoll set; a syscall less per connection.
         self.ips.total.fetch_sub(1, Ordering::Relaxed);
         if conn.counted_ip {
             self.ips.release(conn.peer.addr().ip());
