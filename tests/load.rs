@@ -103,6 +103,54 @@ fn broadcast_loses_nothing() {
 }
 
 #[test]
+fn broadcast_in_a_closed_loop_keeps_its_window() {
+    let server = server();
+    let mut config = config(Scenario::Broadcast, server.local_addr(), "/broadcast");
+    config.window = Some(4);
+    let summary = run_scenario(&config).expect("run");
+    let b = summary.broadcast.as_ref().unwrap();
+    assert_eq!((b.window, b.members, b.lost), (Some(4), 11, 0), "{summary:#?}");
+    // No schedule: as fast as the publisher's own messages come back, far past the default
+    // 100/s of a scheduled run.
+    assert!(b.published > 500, "{b:?}");
+    assert_eq!(b.delivered, b.expected);
+    assert!(summary.table().contains("4 unconfirmed each (closed loop"), "{}", summary.table());
+    server.shutdown();
+}
+
+#[test]
+fn room_in_a_closed_loop_waits_for_acks() {
+    let server = tick_server();
+    let mut config = config(Scenario::Room, server.local_addr(), "/ws");
+    config.window = Some(8);
+    let summary = run_scenario(&config).expect("run");
+    let b = summary.broadcast.as_ref().unwrap();
+    assert_eq!((b.window, b.members, b.lost), (Some(8), 10, 0), "{summary:#?}");
+    assert!(b.published > 500, "{b:?}");
+    let q = summary.sequence.as_ref().unwrap();
+    assert_eq!((q.lost, q.duplicated, q.reordered, q.after_close), (0, 0, 0, 0), "{q:?}");
+    server.shutdown();
+}
+
+#[test]
+fn echo_with_deflate_negotiates_it_on_every_connection() {
+    let server = server();
+    let mut config = config(Scenario::Echo, server.local_addr(), "/echo");
+    config.deflate = true;
+    config.payload = 2000;
+    let summary = run_scenario(&config).expect("run");
+    let c = &summary.connections;
+    assert_eq!((c.opened, c.deflated, c.failed), (10, 10, 0), "{summary:#?}");
+    let m = summary.messages.as_ref().unwrap();
+    assert!(m.received > 0 && m.errors == 0 && m.unanswered == 0, "{m:?}");
+    assert!(summary.table().contains("10 with permessage-deflate"), "{}", summary.table());
+    // Without the offer, nothing is compressed.
+    config.deflate = false;
+    assert_eq!(run_scenario(&config).expect("run").connections.deflated, 0);
+    server.shutdown();
+}
+
+#[test]
 fn game_measures_tick_jitter() {
     let server = server();
     let mut config = config(Scenario::Game, server.local_addr(), "/broadcast");
@@ -272,6 +320,16 @@ fn bad_input_is_rejected() {
     let mut small = LoadConfig::new(Scenario::Echo, "ws://127.0.0.1:1/echo");
     small.payload = 8;
     assert!(bad(small).contains("--payload"));
+    let mut both = LoadConfig::new(Scenario::Broadcast, "ws://127.0.0.1:1/broadcast");
+    both.window = Some(8);
+    both.rate = Some(10.0);
+    assert!(bad(both).contains("--window and --rate"));
+    let mut echo = LoadConfig::new(Scenario::Echo, "ws://127.0.0.1:1/echo");
+    echo.window = Some(8);
+    assert!(bad(echo).contains("--window is for broadcast and room"));
+    let mut zero = LoadConfig::new(Scenario::Room, "ws://127.0.0.1:1/ws");
+    zero.window = Some(0);
+    assert!(bad(zero).contains("--window must be at least 1"));
 }
 
 #[test]

@@ -27,6 +27,7 @@ use super::{LoadConfig, Scenario, plot, procfs, run_scenario};
   hibiki load connect --concurrency 50 --duration 5 --json
   hibiki load idle -c 10000 --duration 30 --server-pid 1234
   hibiki load room -c 5000 --publishers 1 --rate 100 --payload 100
+  hibiki load broadcast -c 5000 --window 8 --payload 100     (fan-out at saturation)
   hibiki load tick -c 5000 --rate 60 --room game:bench
 
 Over TLS (every scenario; connect then counts full TLS handshakes, no session resumption):
@@ -63,6 +64,15 @@ pub struct LoadArgs {
     /// Echo: messages outstanding per connection.
     #[arg(long, default_value_t = 1)]
     in_flight: usize,
+    /// Broadcast, room: a closed loop instead of --rate: each publisher keeps N messages
+    /// unconfirmed (broadcast: until its own comes back; room: until acked), the server at
+    /// saturation with bounded queues.
+    #[arg(long, value_name = "N")]
+    window: Option<usize>,
+    /// Offer permessage-deflate in every handshake (messages compressed both ways if the server
+    /// accepts; the report counts the connections that negotiated it).
+    #[arg(long)]
+    deflate: bool,
     /// Bytes per message (at least 16: send time and sequence number) [default: 20; room: 100,
     /// tick: 64, the length of the published `data` string].
     #[arg(long)]
@@ -155,6 +165,8 @@ impl LoadArgs {
         };
         config.connections = self.connections;
         config.in_flight = self.in_flight;
+        config.window = self.window;
+        config.deflate = self.deflate;
         config.payload = self.payload.unwrap_or(self.scenario.default_payload());
         config.duration = secs(self.duration);
         config.warmup = secs(self.warmup);

@@ -16,6 +16,7 @@ use super::report::{
 use super::scenarios::{App, AppPlan, Broadcast, Connect, Echo, Idle, Tally, account};
 use super::target::Route;
 use super::{LoadConfig, LoadError, Scenario, procfs, scrape};
+use crate::proto::deflate::DeflateConfig;
 
 /// How long a `/metrics` request may take.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -66,6 +67,7 @@ pub fn run_scenario(config: &LoadConfig) -> Result<Summary, LoadError> {
         recycle: config.scenario == Scenario::Connect,
         lean: config.scenario == Scenario::Idle,
         tls,
+        deflate: config.deflate.then(DeflateConfig::default),
     };
     let rss_before = rss_kib(&config.server_pids);
     let progress = Progress::new(config.progress, slots);
@@ -138,11 +140,12 @@ fn drive(index: usize, config: &LoadConfig, shared: &Shared, plan: &Plan) -> Par
         }
         Scenario::Broadcast => {
             let rate = config.rate.unwrap_or(100.0);
-            let work = Broadcast::new(shared, config.publishers, rate, config.payload, false);
+            let window = config.window.map(|w| w as u32);
+            let work = Broadcast::new(shared, config.publishers, rate, window, config.payload, false);
             Driver::new(index, shared, plan, work).map(Driver::run)
         }
         Scenario::Game => {
-            let work = Broadcast::new(shared, 1, config.tick_hz, config.payload, true);
+            let work = Broadcast::new(shared, 1, config.tick_hz, None, config.payload, true);
             Driver::new(index, shared, plan, work).map(Driver::run)
         }
         Scenario::Connect => Driver::new(index, shared, plan, Connect).map(Driver::run),
@@ -151,12 +154,15 @@ fn drive(index: usize, config: &LoadConfig, shared: &Shared, plan: &Plan) -> Par
             let tick = config.scenario == Scenario::Tick;
             let publishers = config.publisher_slots();
             let rate = config.rate.unwrap_or(config.scenario.default_rate());
-            // Twice what the schedule can publish, and some: a member's bitmap never needs more.
-            let schedule = publishers as f64 * rate * (config.warmup + config.duration).as_secs_f64();
+            // Twice what the schedule can publish, and some: a member's bitmap never needs more
+            // (closed loop: as if at a million per second).
+            let rate_bound = if config.window.is_some() { 1e6 } else { rate };
+            let schedule = publishers as f64 * rate_bound * (config.warmup + config.duration).as_secs_f64();
             let app = AppPlan {
                 room: config.room_name().to_string(),
                 publishers,
                 rate,
+                window: config.window.map(|w| w as u32),
                 payload: config.payload,
                 tick_hz: tick.then_some(config.tick_hz),
                 settle: config.connect_timeout.as_nanos() as u64,
@@ -404,11 +410,16 @@ fn summarize(
         let (publishers, rate) = match scenario {
             Scenario::Game => (1, config.tick_hz),
             Scenario::Tick => (1, config.rate.unwrap_or(scenario.default_rate())),
+            _ if config.window.is_some() => {
+                let secs = (config.warmup + config.duration).as_secs_f64().max(1e-9);
+                (config.publishers, tally.sent as f64 / secs / config.publishers.max(1) as f64)
+            }
             _ => (config.publishers, config.rate.unwrap_or(scenario.default_rate())),
         };
         BroadcastStats {
             publishers,
             rate,
+            window: config.window,
             published: tally.sent,
             members,
             expected,
@@ -543,6 +554,7 @@ fn summarize(
             failed,
             failed_after_open: stats.failed_after_open,
             open_at_end: stats.open_at_end,
+            deflated: stats.deflated,
             setup_secs: 0.0,
             failures: stats.failures,
         },

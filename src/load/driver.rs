@@ -30,6 +30,7 @@ use rustls::{ClientConfig, ClientConnection};
 use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::proto::deflate::{DeflateConfig, DeflateState};
 use crate::proto::handshake::{
     ClientRequest, EMPTY_HEADER, HandshakeError, Status, generate_key, parse_response,
 };
@@ -177,6 +178,8 @@ pub(crate) struct Plan {
     pub(crate) lean: bool,
     /// The TLS configuration, when a target is `wss://`.
     pub(crate) tls: Option<Arc<ClientConfig>>,
+    /// Offer permessage-deflate with these settings (`None`: offer nothing).
+    pub(crate) deflate: Option<DeflateConfig>,
 }
 
 /// What a scenario does with its connections. The driver calls it on its thread.
@@ -381,6 +384,8 @@ pub(crate) struct DriverStats {
     pub(crate) handshake: Histogram<u64>,
     /// Handshakes completed in the window.
     pub(crate) handshakes_measured: u64,
+    /// Connections whose server accepted permessage-deflate.
+    pub(crate) deflated: u64,
     /// Connections open when traffic started.
     pub(crate) members: u64,
     /// Connections open when the window ended.
@@ -400,6 +405,7 @@ impl DriverStats {
             failed_after_open: 0,
             handshake: histogram(),
             handshakes_measured: 0,
+            deflated: 0,
             members: 0,
             open_at_end: 0,
             cpu_ticks: 0,
@@ -416,6 +422,7 @@ impl DriverStats {
         self.failed_after_open += other.failed_after_open;
         let _ = self.handshake.add(&other.handshake);
         self.handshakes_measured += other.handshakes_measured;
+        self.deflated += other.deflated;
         self.members += other.members;
         self.open_at_end += other.open_at_end;
         self.cpu_ticks += other.cpu_ticks;
@@ -783,7 +790,12 @@ impl<'a, W: Workload> Driver<'a, W> {
         conn.key = generate_key(&mut rand::rng());
         self.request.clear();
         let target = self.plan.route.target(conn.slot);
-        ClientRequest::new(&target.host, &target.path, conn.key).write(&mut self.request);
+        let offer = self.plan.deflate.as_ref().map(DeflateConfig::client_offer);
+        ClientRequest {
+            extensions: offer.as_deref(),
+            ..ClientRequest::new(&target.host, &target.path, conn.key)
+        }
+        .write(&mut self.request);
         conn.out.extend_from_slice(&self.request);
         self.flush(key, now);
     }
@@ -795,7 +807,25 @@ impl<'a, W: Workload> Driver<'a, W> {
         let outcome = match parse_response(&conn.input, &mut headers, MAX_RESPONSE) {
             Ok(Status::Partial) => return,
             Ok(Status::Complete(response)) => match response.validate(&conn.key, &[]) {
-                Ok(_) => Ok(response.len),
+                Ok(accepted) => match &self.plan.deflate {
+                    Some(config) => match config.accept_response(accepted.extensions()) {
+                        Ok(Some(params)) => {
+                            conn.ws = Connection::new(
+                                Role::Client,
+                                Config::default(),
+                                Some(DeflateState::new(Role::Client, params, config)),
+                            );
+                            self.stats.deflated += 1;
+                            Ok(response.len)
+                        }
+                        Ok(None) => Ok(response.len),
+                        Err(e) => Err(FailureCause::BadHandshake(e.to_string())),
+                    },
+                    None if accepted.extensions().any(|v| !v.trim_ascii().is_empty()) => {
+                        Err(FailureCause::BadHandshake("an extension that was not offered".into()))
+                    }
+                    None => Ok(response.len),
+                },
                 Err(HandshakeError::UnexpectedStatus(code)) => Err(FailureCause::HttpStatus(code)),
                 Err(e) => Err(FailureCause::BadHandshake(e.to_string())),
             },

@@ -208,6 +208,15 @@ pub struct LoadConfig {
     /// Broadcast, room: messages/s per publisher (`None`: 100). Tick: of the one publisher
     /// (`None`: 60).
     pub rate: Option<f64>,
+    /// Broadcast, room: instead of a rate, a closed loop: each publisher keeps this many
+    /// messages unconfirmed (broadcast: until it receives its own back; room: until it is
+    /// acked) and sends the next as one is confirmed: the server at saturation, its queues
+    /// bounded. `None`: the rate.
+    pub window: Option<usize>,
+    /// Offer permessage-deflate (the default settings of
+    /// [`DeflateConfig`](crate::proto::deflate::DeflateConfig)) in every handshake; messages
+    /// are then compressed both ways if the server accepts. Default off.
+    pub deflate: bool,
     /// Broadcast, room: publishing connections (broadcast: they receive their own messages
     /// too; room: they do not join). Default 1.
     pub publishers: usize,
@@ -257,6 +266,8 @@ impl LoadConfig {
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(1),
             rate: None,
+            window: None,
+            deflate: false,
             publishers: 1,
             room: None,
             concurrency: 50,
@@ -340,6 +351,17 @@ impl LoadConfig {
         }
         if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
             return bad("--rate must be a positive number");
+        }
+        if let Some(window) = self.window {
+            if !matches!(self.scenario, Scenario::Broadcast | Scenario::Room) {
+                return bad("--window is for broadcast and room");
+            }
+            if self.rate.is_some() {
+                return bad("--window and --rate exclude each other (a closed loop has no rate)");
+            }
+            if window == 0 || window > u32::MAX as usize {
+                return bad("--window must be at least 1");
+            }
         }
         if !(self.tick_hz.is_finite() && self.tick_hz > 0.0 && self.tick_hz <= 10_000.0) {
             return bad("--tick-hz must be between 0 and 10000");

@@ -149,6 +149,8 @@ pub struct ConnectionStats {
     pub failed_after_open: u64,
     /// Connections open when the window ended.
     pub open_at_end: u64,
+    /// Connections that negotiated permessage-deflate (`--deflate`).
+    pub deflated: u64,
     /// Seconds it took to open the connections, before traffic started.
     pub setup_secs: f64,
     /// Failures by cause.
@@ -179,8 +181,12 @@ pub struct MessageStats {
 pub struct BroadcastStats {
     /// Publishing connections.
     pub publishers: usize,
-    /// Messages per second per publisher (game: the tick rate).
+    /// Messages per second per publisher (game: the tick rate; closed loop: what each
+    /// sent on average over the warmup and the window).
     pub rate: f64,
+    /// Closed loop: the messages each publisher kept unconfirmed (`--window`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<usize>,
     /// Messages published (warmup included).
     pub published: u64,
     /// Connections on the broadcast when publishing started (subscribers and publishers:
@@ -242,8 +248,9 @@ pub struct RoomStats {
 pub struct SequenceStats {
     /// Subscribers followed: those joined before publishing started.
     pub subscribers: u64,
-    /// Seqs acked to a publisher and never received by the end of the drain, summed over
-    /// subscribers (tick: of messages without a key; see `replaced`).
+    /// Seqs acked to a publisher and never received by the end of the drain by a subscriber
+    /// still connected (or below the last seq a closed one received), summed over
+    /// subscribers (tick: of messages without a key; see `replaced`): lost silently.
     pub lost: u64,
     /// Subscribers that lost at least one.
     pub lost_subscribers: u64,
@@ -260,6 +267,13 @@ pub struct SequenceStats {
     pub gaps: u64,
     /// Subscribers told of a gap.
     pub gap_subscribers: u64,
+    /// Seqs acked to a publisher and not received by a subscriber whose connection ended
+    /// (the server closed it, e.g. as a slow consumer, or it failed) before they came: past
+    /// the last seq it received. Not silent: the close told the client, which resumes from
+    /// its last seq (and gets them, or a `history_gap`).
+    pub after_close: u64,
+    /// Subscribers whose connection ended before the run did.
+    pub closed_subscribers: u64,
     /// Subscribers with anything above (lost, duplicated, reordered, gaps).
     pub affected_subscribers: u64,
     /// Tick: seqs of keyed messages not received (replaced by a newer one with the same

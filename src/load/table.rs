@@ -39,7 +39,11 @@ impl Summary {
                 group(c.open_at_end)
             )?;
         }
-        writeln!(t, ", {} failed", group(c.failed))?;
+        write!(t, ", {} failed", group(c.failed))?;
+        if c.deflated > 0 {
+            write!(t, ", {} with permessage-deflate", group(c.deflated))?;
+        }
+        writeln!(t)?;
         for (cause, n) in &c.failures {
             writeln!(t, "  {:<16}{:>10}  {cause}", "", group(*n))?;
         }
@@ -69,13 +73,16 @@ impl Summary {
             }
         }
         if let Some(b) = &self.broadcast {
+            let pace = match b.window {
+                Some(w) => format!("{w} unconfirmed each (closed loop, {}/s each)", group_f(b.rate)),
+                None => format!("{}/s each", group_f(b.rate)),
+            };
             writeln!(
                 t,
-                "  {:<16}{} published by {} at {}/s each · {} members · {} expected · {} delivered · {} {}",
+                "  {:<16}{} published by {} at {pace} · {} members · {} expected · {} delivered · {} {}",
                 "broadcast",
                 group(b.published),
                 b.publishers,
-                group_f(b.rate),
                 group(b.members),
                 group(b.expected),
                 group(b.delivered),
@@ -316,6 +323,15 @@ fn write_sequence(t: &mut String, q: &SequenceStats) -> fmt::Result {
     }
     if let Some(replaced) = q.replaced {
         write!(t, " · {} replaced (keyed)", group(replaced))?;
+    }
+    if q.closed_subscribers > 0 {
+        let s = if q.closed_subscribers == 1 { "" } else { "s" };
+        write!(
+            t,
+            " · {} owed to {} subscriber{s} after their connection ended",
+            group(q.after_close),
+            group(q.closed_subscribers)
+        )?;
     }
     Ok(())
 }

@@ -38,14 +38,26 @@ pub(crate) struct Broadcast<'a> {
 }
 
 impl<'a> Broadcast<'a> {
-    /// `publishers` in all, each sending `rate` messages per second; `game` measures tick jitter.
-    pub(crate) fn new(shared: &'a Shared, publishers: usize, rate: f64, payload: usize, game: bool) -> Self {
+    /// `publishers` in all, each sending `rate` messages per second, or with `window`
+    /// (broadcast) keeping that many of its messages on their way back to itself; `game`
+    /// measures tick jitter.
+    pub(crate) fn new(
+        shared: &'a Shared,
+        publishers: usize,
+        rate: f64,
+        window: Option<u32>,
+        payload: usize,
+        game: bool,
+    ) -> Self {
         Self {
             shared,
             publishers,
             game,
             payload: template(payload),
-            pacer: Pacer::new(publishers, rate),
+            pacer: match window {
+                Some(window) => Pacer::closed_loop(publishers, window),
+                None => Pacer::new(publishers, rate),
+            },
             timeline: None,
             sending: false,
             members: 0,
@@ -87,6 +99,10 @@ impl Workload for Broadcast<'_> {
             return;
         }
         self.tally.received_total += 1;
+        if member.publisher == Some(from) && self.pacer.is_closed_loop() {
+            // Its own message is back: the next goes at this loop's turn (on_tick).
+            self.pacer.confirm(key);
+        }
         let Some(timeline) = self.timeline else { return };
         let measuring = timeline.measuring(now);
         if self.game {

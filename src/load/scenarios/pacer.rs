@@ -1,5 +1,8 @@
 //! Publishers on a fixed schedule, shared by the scenarios that publish (broadcast, game,
-//! room, tick).
+//! room, tick); or, for broadcast and room, in a closed loop: each publisher keeps a window of
+//! messages unconfirmed (broadcast: until it receives its own back; room: until the ack) and
+//! sends the next as soon as one is confirmed, which measures a server at saturation without
+//! letting its queues grow.
 
 /// Bits of a message's sequence number below its publisher's id.
 pub(super) const PUBLISHER_SHIFT: u32 = 40;
@@ -14,6 +17,8 @@ struct Publisher {
     /// Offset of this publisher's schedule, spreading the publishers over one period.
     offset: f64,
     alive: bool,
+    /// Closed loop: messages sent and not confirmed.
+    unconfirmed: u32,
 }
 
 /// This thread's publishers, each sending `rate` messages per second.
@@ -24,12 +29,31 @@ pub(super) struct Pacer {
     publishers: usize,
     /// Nanoseconds between two messages of one publisher.
     period: f64,
+    /// Closed loop: messages each publisher keeps unconfirmed (no schedule).
+    window: Option<u32>,
 }
 
 impl Pacer {
     /// `publishers` in all, at `rate` messages per second each.
     pub(super) fn new(publishers: usize, rate: f64) -> Self {
-        Self { pubs: Vec::new(), publishers, period: 1e9 / rate }
+        Self { pubs: Vec::new(), publishers, period: 1e9 / rate, window: None }
+    }
+
+    /// `publishers` in all, each keeping `window` messages unconfirmed.
+    pub(super) fn closed_loop(publishers: usize, window: u32) -> Self {
+        Self { pubs: Vec::new(), publishers, period: 0.0, window: Some(window.max(1)) }
+    }
+
+    /// Whether publishers wait for confirmations instead of a schedule.
+    pub(super) fn is_closed_loop(&self) -> bool {
+        self.window.is_some()
+    }
+
+    /// Closed loop: one message of the publisher on `key` is confirmed.
+    pub(super) fn confirm(&mut self, key: usize) {
+        if let Some(publisher) = self.pubs.iter_mut().find(|p| p.key == key) {
+            publisher.unconfirmed = publisher.unconfirmed.saturating_sub(1);
+        }
     }
 
     /// Nanoseconds between two messages of one publisher.
@@ -40,7 +64,7 @@ impl Pacer {
     /// Publisher `id` publishes on connection `key`.
     pub(super) fn add(&mut self, key: usize, id: u64) {
         let offset = id as f64 * self.period / self.publishers.max(1) as f64;
-        self.pubs.push(Publisher { key, id, sent: 0, offset, alive: true });
+        self.pubs.push(Publisher { key, id, sent: 0, offset, alive: true, unconfirmed: 0 });
     }
 
     /// Connection `key` is gone.
@@ -54,10 +78,11 @@ impl Pacer {
         start + (publisher.offset + publisher.sent as f64 * self.period) as u64
     }
 
-    /// Sends every message due by `now` (schedules counted from `start`), calling
-    /// `send(key, seq)`; a `false` from it stops that publisher. `seq` carries the publisher id
-    /// above [`PUBLISHER_SHIFT`] and its message count below. Returns the messages sent and
-    /// when the next one is due.
+    /// Sends every message due by `now` (schedules counted from `start`; closed loop: until
+    /// each publisher's window is full), calling `send(key, seq)`; a `false` from it stops
+    /// that publisher. `seq` carries the publisher id above [`PUBLISHER_SHIFT`] and its
+    /// message count below. Returns the messages sent and when the next one is due (closed
+    /// loop: never, a confirmation is what sends more).
     pub(super) fn run(
         &mut self,
         start: u64,
@@ -68,6 +93,19 @@ impl Pacer {
         let mut total = 0;
         let mut pubs = std::mem::take(&mut self.pubs);
         for publisher in pubs.iter_mut().filter(|p| p.alive) {
+            if let Some(window) = self.window {
+                while publisher.unconfirmed < window {
+                    let seq = publisher.id << PUBLISHER_SHIFT | publisher.sent;
+                    if !send(publisher.key, seq) {
+                        publisher.alive = false;
+                        break;
+                    }
+                    publisher.sent += 1;
+                    publisher.unconfirmed += 1;
+                    total += 1;
+                }
+                continue;
+            }
             let mut burst = 0;
             while self.due(publisher, start) <= now && burst < MAX_BURST {
                 let seq = publisher.id << PUBLISHER_SHIFT | publisher.sent;
@@ -85,5 +123,47 @@ impl Pacer {
         }
         self.pubs = pubs;
         (total, (next != u64::MAX).then_some(next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_loop_keeps_its_window_and_sends_on_each_confirmation() {
+        let mut pacer = Pacer::closed_loop(2, 3);
+        pacer.add(10, 0);
+        pacer.add(11, 1);
+        let mut sent = Vec::new();
+        let (n, next) = pacer.run(0, 0, |key, seq| {
+            sent.push((key, seq));
+            true
+        });
+        assert_eq!((n, next), (6, None), "a full window each, no timer");
+        assert_eq!(sent[..3], [(10, 0), (10, 1), (10, 2)]);
+        assert_eq!(sent[3], (11, 1 << PUBLISHER_SHIFT));
+        // Nothing more until a confirmation, whatever the time.
+        assert_eq!(pacer.run(0, u64::MAX / 2, |_, _| true).0, 0);
+        pacer.confirm(11);
+        sent.clear();
+        let (n, _) = pacer.run(0, 1, |key, seq| {
+            sent.push((key, seq));
+            true
+        });
+        assert_eq!((n, sent), (1, vec![(11, 1 << PUBLISHER_SHIFT | 3)]));
+        // A refused send stops that publisher.
+        pacer.confirm(10);
+        assert_eq!(pacer.run(0, 2, |_, _| false).0, 0);
+        pacer.confirm(10);
+        assert_eq!(pacer.run(0, 3, |_, _| true).0, 0, "10 is gone");
+    }
+
+    #[test]
+    fn a_schedule_sends_what_is_due() {
+        let mut pacer = Pacer::new(1, 1000.0);
+        pacer.add(1, 0);
+        let (n, next) = pacer.run(0, 2_500_000, |_, _| true);
+        assert_eq!((n, next), (3, Some(3_000_000)), "at 0, 1 and 2 ms");
     }
 }

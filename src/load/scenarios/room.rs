@@ -74,6 +74,8 @@ pub(crate) struct AppPlan {
     pub(crate) publishers: usize,
     /// Messages per second per publisher.
     pub(crate) rate: f64,
+    /// Closed loop instead of `rate`: publishes each publisher keeps unacked.
+    pub(crate) window: Option<u32>,
     /// Bytes of each message's `data` string.
     pub(crate) payload: usize,
     /// Tick room: the server's ticks per second (`None`: a plain room).
@@ -135,7 +137,10 @@ impl<'a> App<'a> {
             head: head.into_bytes(),
             head_keyed: head_keyed.into_bytes(),
             buf: Vec::with_capacity(plan.payload + 128),
-            pacer: Pacer::new(plan.publishers, plan.rate),
+            pacer: match plan.window {
+                Some(window) => Pacer::closed_loop(plan.publishers, window),
+                None => Pacer::new(plan.publishers, plan.rate),
+            },
             timeline: None,
             sending: false,
             waiting: 0,
@@ -156,8 +161,10 @@ impl<'a> App<'a> {
         keyed(self.tick_period.is_some(), seq)
     }
 
-    /// A publisher's ack: ok ones carry the message's room seq.
-    fn on_ack(&mut self, body: &[u8]) {
+    /// A publisher's ack (on `key`): ok ones carry the message's room seq.
+    fn on_ack(&mut self, key: usize, body: &[u8]) {
+        // Closed loop: any answer frees a place in the window.
+        self.pacer.confirm(key);
         if find(body, OK).is_none() {
             self.tally.acks_failed += 1;
             self.tally.errors += 1;
@@ -333,7 +340,7 @@ impl Workload for App<'_> {
             }
             Join::Publisher => {
                 if payload.starts_with(ACK) {
-                    self.on_ack(payload);
+                    self.on_ack(key, payload);
                 } else if payload.starts_with(ERROR) {
                     self.tally.errors += 1;
                 }
@@ -388,6 +395,9 @@ impl Workload for App<'_> {
             if self.timeline.is_none() {
                 self.refused += 1;
             }
+        }
+        if let Some(t) = peer.track {
+            self.tracks[t].closed = true;
         }
         self.pacer.lost(key);
     }
@@ -471,6 +481,7 @@ mod tests {
             room: "chat:bench".into(),
             publishers: 2,
             rate: 10.0,
+            window: None,
             payload: 40,
             tick_hz: None,
             settle: 1,
@@ -508,12 +519,15 @@ mod tests {
         app.deliveries(br#"{"data":"t=12;q"}"#, 1, Some(0));
         assert_eq!((app.tally.received_total, app.tally.errors), (3, 2));
         // Acks: the seq (keyed or not by the id), or a failure.
-        app.on_ack(br#"{"type":"ack","id":4,"payload":{"id":4,"ok":true,"seq":12,"epoch":"e"},"ts":1}"#);
-        app.on_ack(br#"{"type":"ack","id":5,"payload":{"id":5,"ok":false,"error":{"code":"unavailable"}}}"#);
+        app.on_ack(0, br#"{"type":"ack","id":4,"payload":{"id":4,"ok":true,"seq":12,"epoch":"e"},"ts":1}"#);
+        app.on_ack(
+            0,
+            br#"{"type":"ack","id":5,"payload":{"id":5,"ok":false,"error":{"code":"unavailable"}}}"#,
+        );
         assert_eq!((app.tally.acks_ok, app.tally.acks_failed, app.tally.acked.len()), (1, 1, 1));
         assert_eq!(app.tally.keyed.len(), 0, "a plain room has no keyed messages");
-        app.on_ack(br#"{"type":"ack","id":6,"payload":{"id":6,"ok":true,"seq":13,"epoch":"e"},"ts":1}"#);
-        app.on_ack(br#"{"type":"ack","id":7,"payload":{"id":7,"ok":true,"seq":1,"epoch":"f"},"ts":1}"#);
+        app.on_ack(0, br#"{"type":"ack","id":6,"payload":{"id":6,"ok":true,"seq":13,"epoch":"e"},"ts":1}"#);
+        app.on_ack(0, br#"{"type":"ack","id":7,"payload":{"id":7,"ok":true,"seq":1,"epoch":"f"},"ts":1}"#);
         assert_eq!(app.tally.epochs, [b"e".to_vec(), b"f".to_vec()], "the numbering started over once");
         assert_eq!(last_number(b"\"seq\":1,\"seq\":23,x", SEQ), Some(23));
         assert_eq!(number_after(b"{\"id\":77,", ID), Some(77));

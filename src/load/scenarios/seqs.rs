@@ -2,7 +2,10 @@
 //! room's `seq`; each subscriber keeps one bit per seq of the span it saw (one bit per
 //! delivery expected, so a run's bitmaps take an eighth of a byte per delivery); publishers'
 //! acks say which seqs were published. At the end of the drain the two are compared: a seq
-//! acked to a publisher and never received by a subscriber is lost to it.
+//! acked to a publisher and never received by a subscriber is lost to it, unless the
+//! subscriber's connection ended before it: what a closed connection is owed past the last
+//! seq it received is counted apart (`after_close`), as the close told the client (a
+//! reconnecting client resumes from there and gets them or a `history_gap`).
 //!
 //! Every subscriber followed joined before the first publish, so it is owed every seq the
 //! publishers got acked; seqs it received that no ack named (another client's messages, a
@@ -85,6 +88,8 @@ pub(crate) struct Track {
     pub(crate) gaps: u64,
     /// Seqs too far from the others to be of this run (more than the span apart).
     pub(crate) out_of_range: u64,
+    /// The connection ended (closed by the server, or failed) before the run did.
+    pub(crate) closed: bool,
 }
 
 impl Track {
@@ -98,6 +103,7 @@ impl Track {
             reordered: 0,
             gaps: 0,
             out_of_range: 0,
+            closed: false,
         }
     }
 
@@ -167,6 +173,18 @@ impl Track {
         let received: u64 = seqs.ranges.iter().map(|&(start, end)| self.received_in(start, end)).sum();
         seqs.len() - received
     }
+
+    /// Of [`missing`](Self::missing), how many are above the highest seq received (all of
+    /// them when none was).
+    fn missing_above_max(&self, seqs: &Seqs) -> u64 {
+        seqs.ranges
+            .iter()
+            .map(|&(start, end)| {
+                let start = start.max(self.max + 1);
+                if start >= end { 0 } else { end - start - self.received_in(start, end) }
+            })
+            .sum()
+    }
 }
 
 /// The totals over `tracks`, and per node (`nodes` of them): lost are the seqs of
@@ -184,7 +202,13 @@ pub(crate) fn account(
     for track in tracks {
         let missing = track.missing(published);
         let replaced = keyed.map(|k| track.missing(k));
-        let lost = missing - replaced.unwrap_or(0);
+        // A closed connection is owed nothing silently past its last seq.
+        let after_close = if track.closed {
+            track.missing_above_max(published) - keyed.map_or(0, |k| track.missing_above_max(k))
+        } else {
+            0
+        };
+        let lost = missing - replaced.unwrap_or(0) - after_close;
         for stats in [&mut total, &mut per_node[track.node]] {
             stats.subscribers += 1;
             let add = |n: u64, sum: &mut u64, affected: &mut u64| {
@@ -195,6 +219,7 @@ pub(crate) fn account(
             add(track.duplicated, &mut stats.duplicated, &mut stats.duplicated_subscribers);
             add(track.reordered, &mut stats.reordered, &mut stats.reordered_subscribers);
             add(track.gaps, &mut stats.gaps, &mut stats.gap_subscribers);
+            add(after_close, &mut stats.after_close, &mut stats.closed_subscribers);
             if let (Some(sum), Some(n)) = (stats.replaced.as_mut(), replaced) {
                 *sum += n;
             }
@@ -277,7 +302,28 @@ mod tests {
         assert_eq!((total.gaps, total.gap_subscribers, total.affected_subscribers), (1, 1, 1));
         assert_eq!(total.replaced, None);
         assert_eq!((nodes[0].lost, nodes[1].lost, nodes[1].subscribers), (0, 2, 1));
-        let (total, _) = account(&[a, b], &published, Some(&keyed), 2);
+        let (total, _) = account(&[a, b.clone()], &published, Some(&keyed), 2);
         assert_eq!((total.lost, total.replaced), (1, Some(1)), "7 lost, 2 replaced");
+        // Closed after 6: 7 is still a silent loss (a hole below what it received), 8..=10
+        // are owed after the close.
+        let mut closed = Track::new(0);
+        for seq in [1, 2, 3, 4, 5, 6] {
+            closed.see(seq, span);
+        }
+        closed.closed = true;
+        let (total, _) = account(&[closed.clone(), b], &published, None, 2);
+        assert_eq!((total.lost, total.lost_subscribers), (2, 1), "b's 2 and 7");
+        assert_eq!((total.after_close, total.closed_subscribers), (4, 1), "7..=10 after 6");
+        let mut holed = Track::new(0);
+        for seq in [1, 2, 4] {
+            holed.see(seq, span);
+        }
+        holed.closed = true;
+        let (total, _) = account(&[holed], &published, None, 1);
+        assert_eq!((total.lost, total.after_close), (1, 6), "3 lost silently; 5..=10 after the close");
+        let mut never = Track::new(0);
+        never.closed = true;
+        let (total, _) = account(&[never], &published, None, 1);
+        assert_eq!((total.lost, total.after_close, total.affected_subscribers), (0, 10, 0));
     }
 }
