@@ -121,6 +121,7 @@ mod ctx;
 mod handle;
 mod http;
 mod ip;
+mod read;
 mod stats;
 mod sys;
 mod timers;

@@ -1,5 +1,6 @@
 //! One worker thread: a mio poll, a listener, the connections it accepted, a timing wheel;
-//! the loop that polls, accepts, reads, writes, runs commands and timers, and shuts down.
+//! the loop that polls, accepts, reads (in `read.rs`), writes, runs commands and timers, and
+//! shuts down.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener as StdListener};
@@ -13,32 +14,23 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::conn::{Conn, Input, Life, NO_TIMER, Phase, Refusal, Timeout, stamp};
+use super::conn::{Conn, Life, NO_TIMER, Phase, Refusal, Timeout, stamp};
 use super::core::Core;
 use super::ctx::{Ctx, WorkerCtx};
 use super::handle::{Command, ConnId, Handle, Remote};
 use super::ip::IpCounter;
 use super::stats::{Rejection, Stats};
-use super::sys;
 use super::timers::{Entry, TICK, Wheel};
-use super::tls::{Fed, Tls};
+use super::tls::Tls;
 use super::{Handler, HttpResponse, Message, ServerConfig};
 use crate::proto::{CloseCode, Event, MessageKind};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 /// Size of a worker's read buffer, and of one read.
-const READ_SIZE: usize = 64 * 1024;
+pub(super) const READ_SIZE: usize = 64 * 1024;
 /// New connections accepted per loop turn, so accepting never starves reading.
 const ACCEPT_BATCH: usize = 128;
-/// Bytes read from one connection per loop turn before the others get their turn (and the
-/// queues are flushed); the rest is read next turn.
-const READ_BUDGET: u32 = 512 * 1024;
-/// First read of a request head on a plain connection.
-const HEAD_READ: usize = 1024;
-/// The answer to a plain HTTP request on a TLS port.
-const PLAIN_HTTP_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
-    Content-Length: 45\r\nConnection: close\r\n\r\nthis port speaks TLS: use https:// or wss://\n";
 
 pub(crate) struct Worker<H: Handler> {
     pub(super) core: Core<H::Command>,
@@ -278,226 +270,6 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    // ---- reading ----
-
-    /// Reads and handles what a connection sent. `drain` reads until the socket would block;
-    /// otherwise a short read ends the burst (the receive queue was empty, and edge-triggered
-    /// readiness fires again for anything that arrives later), which saves a `recv` that
-    /// would only say `EAGAIN`. End of stream always comes with `drain` (read-closed events).
-    fn on_readable(&mut self, key: usize, drain: bool) {
-        if self.core.conns.get(key).is_some_and(|c| c.tls.is_some()) {
-            self.on_tls_readable(key, drain);
-            return;
-        }
-        let turn = self.turn;
-        let mut more = true;
-        while more {
-            let Some(conn) = self.core.conns.get_mut(key) else { return };
-            if conn.read_turn != turn {
-                conn.read_turn = turn;
-                conn.read_used = 0;
-            }
-            if conn.read_used >= READ_BUDGET {
-                // Edge-triggered: no new event will come for these bytes; come back next turn.
-                self.more_to_read.push(key);
-                break;
-            }
-            let own_buffer = !conn.input.is_empty() || !matches!(conn.phase, Phase::Open(_));
-            let want = match &conn.phase {
-                Phase::Open(ws) => ws.bytes_needed(&conn.input).unwrap_or(0).clamp(4096, READ_SIZE * 16),
-                // A request head is a few hundred bytes: a small first buffer keeps a connect
-                // storm from scattering 4 KiB buffers through the heap (a longer head grows it).
-                _ => HEAD_READ,
-            };
-            let result = if own_buffer {
-                sys::read_buf(&conn.stream, &mut conn.input, want)
-            } else {
-                sys::read_buf(&conn.stream, &mut self.rbuf, READ_SIZE)
-            };
-            match result {
-                Ok((0, _)) => {
-                    self.on_eof(key);
-                    return;
-                }
-                Ok((n, full)) => {
-                    more = full || drain;
-                    conn.note_read(n, self.core.tick);
-                    self.core.stats.worker(self.core.index).bytes_in(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    self.drop_abnormal(key);
-                    return;
-                }
-            }
-            if conn.life.is_lingering() {
-                // Lingering: the answer is out, what the peer still sends is discarded.
-                conn.input = Input::default();
-                self.rbuf.clear();
-                continue;
-            }
-            match conn.phase {
-                Phase::Handshake { .. } => self.on_request_bytes(key),
-                Phase::Open(_) => {
-                    if own_buffer {
-                        let mut input = self.core.conns[key].input.take();
-                        self.on_frames(key, &mut input);
-                        if let Some(conn) = self.core.conns.get_mut(key) {
-                            conn.input = input.into();
-                        }
-                    } else {
-                        let mut input = std::mem::take(&mut self.rbuf);
-                        self.on_frames(key, &mut input);
-                        if !input.is_empty() {
-                            if let Some(conn) = self.core.conns.get_mut(key) {
-                                // Keep the unfinished frame with its connection.
-                                conn.input.extend_from_slice(&input);
-                            }
-                            input.clear();
-                        }
-                        self.rbuf = input;
-                    }
-                }
-                Phase::Http | Phase::Stream | Phase::Deferred { .. } => conn.input = Input::default(),
-            }
-            let Some(conn) = self.core.conns.get_mut(key) else { return };
-            conn.input.release();
-        }
-        self.finish_read(key);
-    }
-
-    /// [`Worker::on_readable`] for a TLS connection: the ciphertext comes into the worker's
-    /// read buffer, rustls decrypts it into the worker's plaintext buffer (or the connection's
-    /// own, when it holds an unfinished request or frame), and the plaintext goes where a
-    /// plain connection's bytes go.
-    fn on_tls_readable(&mut self, key: usize, drain: bool) {
-        let turn = self.turn;
-        let mut more = true;
-        while more {
-            let Some(conn) = self.core.conns.get_mut(key) else { return };
-            if conn.read_turn != turn {
-                conn.read_turn = turn;
-                conn.read_used = 0;
-            }
-            if conn.read_used >= READ_BUDGET {
-                self.more_to_read.push(key);
-                break;
-            }
-            match sys::read_buf(&conn.stream, &mut self.rbuf, READ_SIZE) {
-                Ok((0, _)) => {
-                    self.rbuf.clear();
-                    if conn.tls.as_ref().is_some_and(|t| !t.fresh && t.session.is_handshaking()) {
-                        // Gone mid-handshake (a client that refused the certificate, say).
-                        self.core.stats().rejected(Rejection::Tls);
-                    }
-                    self.on_eof(key);
-                    return;
-                }
-                Ok((n, full)) => {
-                    more = full || drain;
-                    conn.note_read(n, self.core.tick);
-                    self.core.stats.worker(self.core.index).bytes_in(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    self.drop_abnormal(key);
-                    return;
-                }
-            }
-            let Some(tls) = conn.tls.as_deref_mut().filter(|_| !conn.life.is_lingering()) else {
-                // Lingering (or refused, with only the alert left to flush): discarded.
-                self.rbuf.clear();
-                continue;
-            };
-            let own_buffer = !conn.input.is_empty() || !matches!(conn.phase, Phase::Open(_));
-            let mut plain = if own_buffer { conn.input.take() } else { std::mem::take(&mut self.tls_plain) };
-            let fed = tls.feed(&self.rbuf, &mut plain);
-            self.rbuf.clear();
-            if tls.session.wants_write() {
-                // The handshake's flight, a key update, a ticket: out at the end of the turn.
-                self.core.mark_dirty(key);
-            }
-            let closed = match fed {
-                Fed::Ok => false,
-                Fed::Closed => true,
-                Fed::PlainHttp => {
-                    self.refuse_tls(key, true);
-                    return;
-                }
-                Fed::Failed(error) => {
-                    tracing::debug!(conn = %self.core.id_of(key), %error, "TLS refused");
-                    self.refuse_tls(key, false);
-                    return;
-                }
-            };
-            let conn = &mut self.core.conns[key];
-            match conn.phase {
-                Phase::Handshake { .. } => {
-                    conn.input = plain.into();
-                    if !conn.input.is_empty() {
-                        self.on_request_bytes(key);
-                    }
-                }
-                Phase::Open(_) => {
-                    self.on_frames(key, &mut plain);
-                    if own_buffer {
-                        if let Some(conn) = self.core.conns.get_mut(key) {
-                            conn.input = plain.into();
-                        }
-                    } else {
-                        if !plain.is_empty() {
-                            if let Some(conn) = self.core.conns.get_mut(key) {
-                                // Keep the unfinished frame with its connection.
-                                conn.input.extend_from_slice(&plain);
-                            }
-                            plain.clear();
-                        }
-                        self.tls_plain = plain;
-                    }
-                }
-                Phase::Http | Phase::Stream | Phase::Deferred { .. } => {}
-            }
-            if closed {
-                self.on_eof(key);
-                return;
-            }
-            let Some(conn) = self.core.conns.get_mut(key) else { return };
-            conn.input.release();
-        }
-        self.finish_read(key);
-    }
-
-    /// Refuses a TLS connection that did not get through its handshake, counted: a plain
-    /// HTTP request is answered 400 in plain text, anything else rustls refused gets its
-    /// alert; then the connection lingers without its TLS state, discarding what comes.
-    /// Past the handshake, a TLS failure just ends the connection.
-    fn refuse_tls(&mut self, key: usize, plain_http: bool) {
-        let conn = &mut self.core.conns[key];
-        let Some(mut tls) = conn.tls.take() else { return };
-        if !matches!(conn.phase, Phase::Handshake { .. }) {
-            let _ = tls.write_out(&mut conn.stream, &mut 0);
-            self.drop_abnormal(key);
-            return;
-        }
-        self.core.stats().rejected(Rejection::Tls);
-        let answer = if plain_http { PLAIN_HTTP_TO_TLS.to_vec() } else { tls.take_pending() };
-        drop(tls);
-        self.core.respond_raw(key, &answer);
-    }
-
-    /// End of a read burst: write the corked replies, and the connection's own queue.
-    fn finish_read(&mut self, key: usize) {
-        if let Err((owner, _)) = self.core.uncork().map_err(|e| (key, e)) {
-            self.drop_abnormal(owner);
-            return;
-        }
-        if self.core.conns.get(key).is_some_and(|c| c.life.is_lingering()) {
-            self.core.mark_dirty(key);
-        }
-    }
-
     pub(super) fn with_ctx(&mut self, key: usize, id: ConnId, f: impl FnOnce(&H, &mut Ctx<'_, H>)) {
         let Some(session) = self.sessions.get_mut(key).and_then(Option::as_mut) else { return };
         let mut ctx = Ctx { worker: WorkerCtx { core: &mut self.core, local: &mut self.local }, session, id };
@@ -545,7 +317,7 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Moves the core's automatic replies out, and notices the end of the close handshake.
-    fn after_events(&mut self, key: usize) {
+    pub(super) fn after_events(&mut self, key: usize) {
         let corked = self.core.cork_owner == Some(key);
         let (mut dirty, mut closing) = (false, false);
         let Some(conn) = self.core.conns.get_mut(key) else { return };
@@ -576,7 +348,7 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    fn on_eof(&mut self, key: usize) {
+    pub(super) fn on_eof(&mut self, key: usize) {
         let Some(conn) = self.core.conns.get(key) else { return };
         match (&conn.phase, &conn.close_code) {
             (Phase::Open(_), Some(close)) => {
@@ -595,7 +367,7 @@ impl<H: Handler> Worker<H> {
 
     /// Ends a WebSocket connection for the application: the one place where `on_close` runs
     /// and the counters settle. The socket may linger a little longer for the TCP teardown.
-    fn finalize(&mut self, key: usize, code: CloseCode, abnormal: bool) {
+    pub(super) fn finalize(&mut self, key: usize, code: CloseCode, abnormal: bool) {
         let Some(conn) = self.core.conns.get_mut(key) else { return };
         if !matches!(conn.phase, Phase::Open(_) | Phase::Stream) {
             return;
@@ -624,7 +396,7 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Drops a connection's socket, finalizing it first if it was still open.
-    fn remove(&mut self, key: usize, code: CloseCode, abnormal: bool) {
+    pub(super) fn remove(&mut self, key: usize, code: CloseCode, abnormal: bool) {
         self.finalize(key, code, abnormal);
         let Some(conn) = self.core.conns.try_remove(key) else { return };
         if self.core.cork_owner == Some(key) {
@@ -644,7 +416,7 @@ impl<H: Handler> Worker<H> {
 
     // ---- writing ----
 
-    fn on_writable(&mut self, key: usize) {
+    pub(super) fn on_writable(&mut self, key: usize) {
         let Some(conn) = self.core.conns.get_mut(key) else { return };
         conn.blocked = false;
         self.flush(key);
@@ -660,7 +432,7 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    fn flush(&mut self, key: usize) {
+    pub(super) fn flush(&mut self, key: usize) {
         let Some(conn) = self.core.conns.get_mut(key) else { return };
         let mut written = 0;
         let result = match conn.tls.as_deref_mut() {
