@@ -10,9 +10,10 @@
 //! The [`Workload`] decides what connections send; the driver owns their lifecycle: connect,
 //! handshake, frames, the close handshake, timeouts, failures by cause, and the run's phases.
 //!
-//! A `wss://` connection has a rustls `ClientConnection` besides (see `driver/tls.rs`): its
-//! socket bytes go through rustls on the way in and out, and the plaintext takes the same
-//! path as a plain connection's bytes. A plain connection pays one branch for it.
+//! The connection table is `driver/conns.rs`. A `wss://` connection has a rustls
+//! `ClientConnection` besides (see `driver/tls.rs`): its socket bytes go through rustls on the
+//! way in and out, and the plaintext takes the same path as a plain connection's bytes. A
+//! plain connection pays one branch for it.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read as _, Write as _};
@@ -26,7 +27,7 @@ use hdrhistogram::Histogram;
 use mio::event::Event as IoEvent;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use rustls::{ClientConfig, ClientConnection};
+use rustls::ClientConfig;
 use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -34,14 +35,18 @@ use crate::proto::deflate::{DeflateConfig, DeflateState};
 use crate::proto::handshake::{
     ClientRequest, EMPTY_HEADER, HandshakeError, Status, generate_key, parse_response,
 };
-use crate::proto::{CloseCode, Config, Connection, Event, MessageKind, Role};
+use crate::proto::{Config, Connection, Event, Role};
 
 use super::procfs;
 use super::report::FailureCause;
 use super::scenarios::{Tally, histogram};
 use super::target::Route;
 
+mod conns;
 mod tls;
+
+pub(crate) use conns::Conns;
+use conns::{Conn, State};
 
 /// Bytes one `read` may bring.
 const READ_SIZE: usize = 64 * 1024;
@@ -247,130 +252,6 @@ pub(crate) trait Workload {
 
     /// The counts of this thread.
     fn finish(self) -> Tally;
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum State {
-    /// TCP connect in progress.
-    Connecting,
-    /// Request sent, waiting for the 101.
-    Handshaking,
-    /// Frames flow.
-    Open,
-    /// Our Close frame is out; waiting for the server's and its TCP close.
-    Closing,
-}
-
-/// One client connection.
-#[derive(Debug)]
-pub(crate) struct Conn<P> {
-    stream: TcpStream,
-    /// `wss://`: the TLS session; `out` and `input` hold plaintext.
-    tls: Option<Box<ClientConnection>>,
-    state: State,
-    ws: Connection,
-    /// An unfinished frame (or response head); empty when idle.
-    input: BytesMut,
-    /// What leaves at the end of the turn.
-    out: BytesMut,
-    key: [u8; 24],
-    /// When the connect started (handshake latency, connect timeout).
-    started: u64,
-    /// When the close started.
-    since: u64,
-    slot: usize,
-    dirty: bool,
-    blocked: bool,
-    peer: P,
-}
-
-/// The connections of one thread, as a workload sees them.
-#[derive(Debug)]
-pub(crate) struct Conns<P> {
-    slab: Slab<Conn<P>>,
-    dirty: Vec<usize>,
-    /// Connections connecting or handshaking.
-    pending: usize,
-    /// Connections in the close handshake.
-    closing: usize,
-}
-
-impl<P> Conns<P> {
-    /// The state of connection `key`.
-    pub(crate) fn peer_mut(&mut self, key: usize) -> Option<&mut P> {
-        self.slab.get_mut(key).map(|c| &mut c.peer)
-    }
-
-    /// Frames `payload` as a binary message for `key`; it leaves at the end of the turn.
-    /// Returns false when the connection is not open.
-    pub(crate) fn send(&mut self, key: usize, payload: &[u8]) -> bool {
-        self.send_kind(key, MessageKind::Binary, payload)
-    }
-
-    /// Frames `payload` (UTF-8) as a text message for `key`, as [`send`](Self::send) does.
-    pub(crate) fn send_text(&mut self, key: usize, payload: &[u8]) -> bool {
-        self.send_kind(key, MessageKind::Text, payload)
-    }
-
-    fn send_kind(&mut self, key: usize, kind: MessageKind, payload: &[u8]) -> bool {
-        let Some(conn) = self.slab.get_mut(key) else { return false };
-        if conn.state != State::Open || conn.ws.send(kind, payload, &mut conn.out).is_err() {
-            return false;
-        }
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(key);
-        }
-        true
-    }
-
-    /// Starts the close handshake of `key` (code 1000).
-    pub(crate) fn close(&mut self, key: usize, now: u64) {
-        let Some(conn) = self.slab.get_mut(key) else { return };
-        if conn.state != State::Open {
-            return;
-        }
-        let _ = conn.ws.close(CloseCode::NORMAL, "", &mut conn.out);
-        conn.state = State::Closing;
-        conn.since = now;
-        self.closing += 1;
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(key);
-        }
-    }
-
-    fn mark(&mut self, key: usize) {
-        if let Some(conn) = self.slab.get_mut(key) {
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(key);
-            }
-        }
-    }
-
-    /// Takes `key` out, deregistered, with a last try to send what it still has (a Close).
-    fn remove(&mut self, key: usize, poll: &Poll) -> Option<Conn<P>> {
-        let mut conn = self.slab.try_remove(key)?;
-        match conn.state {
-            State::Connecting | State::Handshaking => self.pending -= 1,
-            State::Closing => self.closing -= 1,
-            State::Open => {}
-        }
-        if matches!(conn.state, State::Open | State::Closing) {
-            conn.ws.poll_transmit(&mut conn.out);
-            if let Some(tls) = &mut conn.tls {
-                let _ = tls.writer().write_all(&conn.out);
-                if !conn.blocked {
-                    let _ = tls.write_tls(&mut conn.stream);
-                }
-            } else if !conn.out.is_empty() && !conn.blocked {
-                let _ = conn.stream.write(&conn.out);
-            }
-        }
-        let _ = poll.registry().deregister(&mut conn.stream);
-        Some(conn)
-    }
 }
 
 /// What one thread counted about connections.
