@@ -21,6 +21,52 @@ pub fn start<H: Handler>(builder: ServerBuilder, handler: H) -> Running<H> {
     builder.bind(local()).threads(1).start(handler).expect("server starts")
 }
 
+/// The opening handshake over any connected byte stream (plain or TLS): sends the request
+/// (`headers`, the deflate offer, `protocols`), reads and checks the 101 and returns the
+/// client-side protocol core with what came after the head; another status is `Refused`.
+pub fn upgrade<S: Read + Write>(
+    stream: &mut S,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    deflate: bool,
+    protocols: &[&str],
+) -> Result<(Connection, BytesMut), Refused> {
+    let joined = protocols.join(", ");
+    let mut all: Vec<(&str, &str)> = headers.to_vec();
+    if !protocols.is_empty() {
+        all.push(("Sec-WebSocket-Protocol", &joined));
+    }
+    let (request, key) = request_bytes(addr, path, &all, deflate);
+    stream.write_all(&request).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).expect("read response");
+        assert!(n > 0, "server closed during the handshake: {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [EMPTY_HEADER; 32];
+        match parse_response(&buf, &mut headers, 16 * 1024).expect("valid response") {
+            Status::Partial => continue,
+            Status::Complete(response) => {
+                if response.code != 101 {
+                    let head = String::from_utf8_lossy(&buf).into_owned();
+                    return Err(Refused { status: response.code, head });
+                }
+                let accepted = response.validate(&key, protocols).expect("valid 101");
+                let params =
+                    DeflateConfig::default().accept_response(accepted.extensions()).expect("deflate");
+                let config = Config::default().max_message_size(64 << 20);
+                let ws = match params {
+                    Some(p) => Connection::with_deflate(Role::Client, config, p, &DeflateConfig::default()),
+                    None => Connection::new(Role::Client, config, None),
+                };
+                return Ok((ws, BytesMut::from(&buf[response.len..])));
+            }
+        }
+    }
+}
+
 /// A test peer: a socket, a client-side protocol core, and its input buffer.
 pub struct Peer {
     pub stream: TcpStream,
@@ -104,42 +150,8 @@ impl Peer {
     ) -> Result<Self, Refused> {
         stream.set_nodelay(true).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let joined = protocols.join(", ");
-        let mut all: Vec<(&str, &str)> = headers.to_vec();
-        if !protocols.is_empty() {
-            all.push(("Sec-WebSocket-Protocol", &joined));
-        }
-        let (request, key) = request_bytes(addr, path, &all, deflate);
-        stream.write_all(&request).unwrap();
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = stream.read(&mut chunk).expect("read response");
-            assert!(n > 0, "server closed during the handshake: {:?}", String::from_utf8_lossy(&buf));
-            buf.extend_from_slice(&chunk[..n]);
-            let mut headers = [EMPTY_HEADER; 32];
-            match parse_response(&buf, &mut headers, 16 * 1024).expect("valid response") {
-                Status::Partial => continue,
-                Status::Complete(response) => {
-                    if response.code != 101 {
-                        let head = String::from_utf8_lossy(&buf).into_owned();
-                        return Err(Refused { status: response.code, head });
-                    }
-                    let accepted = response.validate(&key, protocols).expect("valid 101");
-                    let params =
-                        DeflateConfig::default().accept_response(accepted.extensions()).expect("deflate");
-                    let config = Config::default().max_message_size(64 << 20);
-                    let ws = match params {
-                        Some(p) => {
-                            Connection::with_deflate(Role::Client, config, p, &DeflateConfig::default())
-                        }
-                        None => Connection::new(Role::Client, config, None),
-                    };
-                    let input = BytesMut::from(&buf[response.len..]);
-                    return Ok(Self { stream, ws, input });
-                }
-            }
-        }
+        let (ws, input) = upgrade(&mut stream, addr, path, headers, deflate, protocols)?;
+        Ok(Self { stream, ws, input })
     }
 
     pub fn send(&mut self, kind: MessageKind, payload: &[u8]) {

@@ -7,14 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use hibiki::proto::handshake::client::parse_response;
-use hibiki::proto::handshake::{EMPTY_HEADER, Status};
-use hibiki::proto::{CloseCode, Config, Connection, Event, MessageKind, Role};
+use hibiki::proto::{CloseCode, Connection, Event, MessageKind};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use serde_json::{Value, json};
-
-use super::request_bytes;
 
 /// A self-signed certificate for `localhost` and `127.0.0.1`, with its key, as PEM.
 pub struct TestCert {
@@ -140,30 +136,9 @@ impl TlsPeer {
 
     /// The opening handshake over an established TLS stream.
     pub fn upgrade(mut stream: TlsStream, addr: SocketAddr, path: &str, protocols: &[&str]) -> Self {
-        let joined = protocols.join(", ");
-        let headers: Vec<(&str, &str)> =
-            if protocols.is_empty() { vec![] } else { vec![("Sec-WebSocket-Protocol", &joined)] };
-        let (request, key) = request_bytes(addr, path, &headers, false);
-        stream.write_all(&request).unwrap();
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = stream.read(&mut chunk).expect("read the 101");
-            assert!(n > 0, "closed during the upgrade: {:?}", String::from_utf8_lossy(&buf));
-            buf.extend_from_slice(&chunk[..n]);
-            let mut headers = [EMPTY_HEADER; 32];
-            match parse_response(&buf, &mut headers, 16 * 1024).expect("valid response") {
-                Status::Partial => continue,
-                Status::Complete(response) => {
-                    assert_eq!(response.code, 101, "{}", String::from_utf8_lossy(&buf));
-                    response.validate(&key, protocols).expect("valid 101");
-                    let ws =
-                        Connection::new(Role::Client, Config::default().max_message_size(64 << 20), None);
-                    let input = BytesMut::from(&buf[response.len..]);
-                    return Self { stream, ws, input };
-                }
-            }
-        }
+        let (ws, input) = super::upgrade(&mut stream, addr, path, &[], false, protocols)
+            .unwrap_or_else(|refused| panic!("not upgraded: {}", refused.head));
+        Self { stream, ws, input }
     }
 
     pub fn send(&mut self, kind: MessageKind, payload: &[u8]) {
