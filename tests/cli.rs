@@ -74,3 +74,19 @@ fn serve_reads_a_config_file_and_stops_cleanly_on_sigterm() {
     assert!(exited.unwrap().success(), "exit 0 after SIGTERM");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn serve_on_a_port_in_use_says_so_and_exits() {
+    // Held by a plain listener (no SO_REUSEPORT), as another program would hold it.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hibiki"))
+        .args(["serve", "--threads", "1", "--listen", &addr.to_string()])
+        .stdout(Stdio::null())
+        .output()
+        .expect("run hibiki serve");
+    assert!(!out.status.success(), "a second server on {addr} must not start");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on {addr}")) && err.contains("--listen"), "{err}");
+    drop(held);
+}

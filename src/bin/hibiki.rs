@@ -190,7 +190,16 @@ fn serve(args: ServeArgs) -> std::io::Result<()> {
     app.jwt_secret = args.jwt_secret;
     app.api_key = args.api_key;
     app.stats_period = (args.stats_interval > 0.0).then(|| secs(args.stats_interval));
-    let server = builder.start(ServeApp::new(app))?;
+    let listen = args.listen;
+    let server = builder.start(ServeApp::new(app)).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot listen on {listen}: another process listens there ({e}); choose another --listen"
+            ),
+        ),
+        _ => e,
+    })?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(addr = %server.local_addr(), threads, scheme, "hibiki serve listening");
     let handle = server.handle();
