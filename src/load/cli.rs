@@ -68,7 +68,7 @@ pub struct LoadArgs {
     /// unconfirmed (broadcast: until its own comes back; room: until acked), the server at
     /// saturation with bounded queues.
     #[arg(long, value_name = "N")]
-    window: Option<usize>,
+    window: Option<u32>,
     /// Offer permessage-deflate in every handshake (messages compressed both ways if the server
     /// accepts; the report counts the connections that negotiated it).
     #[arg(long)]

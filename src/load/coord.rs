@@ -140,8 +140,7 @@ fn drive(index: usize, config: &LoadConfig, shared: &Shared, plan: &Plan) -> Par
         }
         Scenario::Broadcast => {
             let rate = config.rate.unwrap_or(100.0);
-            let window = config.window.map(|w| w as u32);
-            let work = Broadcast::new(shared, config.publishers, rate, window, config.payload, false);
+            let work = Broadcast::new(shared, config.publishers, rate, config.window, config.payload, false);
             Driver::new(index, shared, plan, work).map(Driver::run)
         }
         Scenario::Game => {
@@ -162,7 +161,7 @@ fn drive(index: usize, config: &LoadConfig, shared: &Shared, plan: &Plan) -> Par
                 room: config.room_name().to_string(),
                 publishers,
                 rate,
-                window: config.window.map(|w| w as u32),
+                window: config.window,
                 payload: config.payload,
                 tick_hz: tick.then_some(config.tick_hz),
                 settle: config.connect_timeout.as_nanos() as u64,

@@ -212,7 +212,7 @@ pub struct LoadConfig {
     /// messages unconfirmed (broadcast: until it receives its own back; room: until it is
     /// acked) and sends the next as one is confirmed: the server at saturation, its queues
     /// bounded. `None`: the rate.
-    pub window: Option<usize>,
+    pub window: Option<u32>,
     /// Offer permessage-deflate (the default settings of
     /// [`DeflateConfig`](crate::proto::deflate::DeflateConfig)) in every handshake; messages
     /// are then compressed both ways if the server accepts. Default off.
@@ -359,7 +359,7 @@ impl LoadConfig {
             if self.rate.is_some() {
                 return bad("--window and --rate exclude each other (a closed loop has no rate)");
             }
-            if window == 0 || window > u32::MAX as usize {
+            if window == 0 {
                 return bad("--window must be at least 1");
             }
         }

@@ -186,7 +186,7 @@ pub struct BroadcastStats {
     pub rate: f64,
     /// Closed loop: the messages each publisher kept unconfirmed (`--window`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub window: Option<usize>,
+    pub window: Option<u32>,
     /// Messages published (warmup included).
     pub published: u64,
     /// Connections on the broadcast when publishing started (subscribers and publishers:

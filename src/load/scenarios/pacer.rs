@@ -44,13 +44,12 @@ impl Pacer {
         Self { pubs: Vec::new(), publishers, period: 0.0, window: Some(window.max(1)) }
     }
 
-    /// Whether publishers wait for confirmations instead of a schedule.
-    pub(super) fn is_closed_loop(&self) -> bool {
-        self.window.is_some()
-    }
-
-    /// Closed loop: one message of the publisher on `key` is confirmed.
+    /// Closed loop: one message of the publisher on `key` is confirmed (on a schedule:
+    /// nothing to do).
     pub(super) fn confirm(&mut self, key: usize) {
+        if self.window.is_none() {
+            return;
+        }
         if let Some(publisher) = self.pubs.iter_mut().find(|p| p.key == key) {
             publisher.unconfirmed = publisher.unconfirmed.saturating_sub(1);
         }
@@ -93,31 +92,24 @@ impl Pacer {
         let mut total = 0;
         let mut pubs = std::mem::take(&mut self.pubs);
         for publisher in pubs.iter_mut().filter(|p| p.alive) {
-            if let Some(window) = self.window {
-                while publisher.unconfirmed < window {
-                    let seq = publisher.id << PUBLISHER_SHIFT | publisher.sent;
-                    if !send(publisher.key, seq) {
-                        publisher.alive = false;
-                        break;
-                    }
-                    publisher.sent += 1;
-                    publisher.unconfirmed += 1;
-                    total += 1;
-                }
-                continue;
-            }
             let mut burst = 0;
-            while self.due(publisher, start) <= now && burst < MAX_BURST {
+            while match self.window {
+                Some(window) => publisher.unconfirmed < window,
+                None => self.due(publisher, start) <= now && burst < MAX_BURST,
+            } {
                 let seq = publisher.id << PUBLISHER_SHIFT | publisher.sent;
                 if !send(publisher.key, seq) {
                     publisher.alive = false;
                     break;
                 }
                 publisher.sent += 1;
+                if self.window.is_some() {
+                    publisher.unconfirmed += 1;
+                }
                 total += 1;
                 burst += 1;
             }
-            if publisher.alive {
+            if publisher.alive && self.window.is_none() {
                 next = next.min(self.due(publisher, start));
             }
         }
