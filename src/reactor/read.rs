@@ -4,8 +4,8 @@
 use std::io;
 
 use super::Handler;
-use super::conn::{Input, Phase};
-use super::stats::Rejection;
+use super::conn::{Conn, Input, Phase};
+use super::stats::{Rejection, WorkerStats};
 use super::sys;
 use super::tls::Fed;
 use super::worker::{READ_SIZE, Worker};
@@ -18,6 +18,55 @@ const HEAD_READ: usize = 1024;
 /// The answer to a plain HTTP request on a TLS port.
 const PLAIN_HTTP_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
     Content-Length: 45\r\nConnection: close\r\n\r\nthis port speaks TLS: use https:// or wss://\n";
+
+/// What one `recv` on a connection gave, for the read loops of plain and TLS connections.
+enum Recv {
+    /// Bytes, accounted; `more`: read again this turn (the read filled the buffer, or the
+    /// caller drains).
+    Bytes { more: bool },
+    /// End of stream.
+    Eof,
+    /// Nothing more to read now.
+    Blocked,
+    /// Interrupted: read again.
+    Again,
+    /// The socket failed.
+    Failed,
+}
+
+impl Recv {
+    /// Sorts `result`; bytes count on `conn` (read budget, last sign of life) and in `stats`.
+    fn took(
+        result: io::Result<(usize, bool)>,
+        drain: bool,
+        conn: &mut Conn,
+        tick: u64,
+        stats: WorkerStats<'_>,
+    ) -> Self {
+        match result {
+            Ok((0, _)) => Self::Eof,
+            Ok((n, full)) => {
+                conn.note_read(n, tick);
+                stats.bytes_in(n);
+                Self::Bytes { more: full || drain }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Self::Blocked,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Self::Again,
+            Err(_) => Self::Failed,
+        }
+    }
+}
+
+impl Conn {
+    /// Starts the read budget afresh in a new loop turn; whether this turn's is spent.
+    fn budget_spent(&mut self, turn: u32) -> bool {
+        if self.read_turn != turn {
+            self.read_turn = turn;
+            self.read_used = 0;
+        }
+        self.read_used >= READ_BUDGET
+    }
+}
 
 impl<H: Handler> Worker<H> {
     /// Reads and handles what a connection sent. `drain` reads until the socket would block;
@@ -33,11 +82,7 @@ impl<H: Handler> Worker<H> {
         let mut more = true;
         while more {
             let Some(conn) = self.core.conns.get_mut(key) else { return };
-            if conn.read_turn != turn {
-                conn.read_turn = turn;
-                conn.read_used = 0;
-            }
-            if conn.read_used >= READ_BUDGET {
+            if conn.budget_spent(turn) {
                 // Edge-triggered: no new event will come for these bytes; come back next turn.
                 self.more_to_read.push(key);
                 break;
@@ -54,19 +99,15 @@ impl<H: Handler> Worker<H> {
             } else {
                 sys::read_buf(&conn.stream, &mut self.rbuf, READ_SIZE)
             };
-            match result {
-                Ok((0, _)) => {
+            match Recv::took(result, drain, conn, self.core.tick, self.core.stats.worker(self.core.index)) {
+                Recv::Bytes { more: m } => more = m,
+                Recv::Blocked => break,
+                Recv::Again => continue,
+                Recv::Eof => {
                     self.on_eof(key);
                     return;
                 }
-                Ok((n, full)) => {
-                    more = full || drain;
-                    conn.note_read(n, self.core.tick);
-                    self.core.stats.worker(self.core.index).bytes_in(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
+                Recv::Failed => {
                     self.drop_abnormal(key);
                     return;
                 }
@@ -116,16 +157,17 @@ impl<H: Handler> Worker<H> {
         let mut more = true;
         while more {
             let Some(conn) = self.core.conns.get_mut(key) else { return };
-            if conn.read_turn != turn {
-                conn.read_turn = turn;
-                conn.read_used = 0;
-            }
-            if conn.read_used >= READ_BUDGET {
+            if conn.budget_spent(turn) {
+                // Edge-triggered: no new event will come for these bytes; come back next turn.
                 self.more_to_read.push(key);
                 break;
             }
-            match sys::read_buf(&conn.stream, &mut self.rbuf, READ_SIZE) {
-                Ok((0, _)) => {
+            let result = sys::read_buf(&conn.stream, &mut self.rbuf, READ_SIZE);
+            match Recv::took(result, drain, conn, self.core.tick, self.core.stats.worker(self.core.index)) {
+                Recv::Bytes { more: m } => more = m,
+                Recv::Blocked => break,
+                Recv::Again => continue,
+                Recv::Eof => {
                     self.rbuf.clear();
                     if conn.tls.as_ref().is_some_and(|t| !t.fresh && t.session.is_handshaking()) {
                         // Gone mid-handshake (a client that refused the certificate, say).
@@ -134,14 +176,7 @@ impl<H: Handler> Worker<H> {
                     self.on_eof(key);
                     return;
                 }
-                Ok((n, full)) => {
-                    more = full || drain;
-                    conn.note_read(n, self.core.tick);
-                    self.core.stats.worker(self.core.index).bytes_in(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
+                Recv::Failed => {
                     self.drop_abnormal(key);
                     return;
                 }
