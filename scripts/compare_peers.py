@@ -142,9 +142,11 @@ PERF = shutil.which("perf") if os.environ.get("SYSCALLS", "1") not in ("", "0") 
 def count_syscalls(pid, load, settle):
     """The server's system calls over the middle of the measured window (perf stat of
     raw_syscalls:sys_enter, counted in the kernel: the server runs at full speed), as
-    (calls, seconds counted); None without perf or when perf cannot attach. The window starts
-    after the connections are set up and the 1 s warmup; setup time is not known here, so
-    this waits for the server's CPU to rise, then counts for SECONDS - 1."""
+    (calls, seconds counted); None without perf or when perf cannot attach. The load's window
+    starts after its connections are set up and a 1 s warmup, and setup time is not known
+    here: with `settle`, this first waits until the server's descriptor count holds still for
+    0.3 s (the connections are open; connect churns them, so it does not wait), then 1.2 s,
+    then counts for SECONDS - 1.5."""
     if not PERF:
         return None
     # Wait until the load has opened its connections (the server's socket count stops growing).
