@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Measures hibiki against its peers (fastwebsockets, tokio-tungstenite) the same way, in one run:
+# Measures hibiki against its peers (fastwebsockets, tokio-tungstenite, uWebSockets) the same way, in one run:
 # each server pinned to core 0, `hibiki load` pinned to core 1, servers taking turns
 # (A B C A B C ...), medians over the rounds, ratios by messages per server CPU-second.
 #
@@ -10,6 +10,8 @@
 #        tokio-rustls variants) and to `hibiki load --ca`; scenarios echo-16, echo-1, echo-16k
 #        and connect (full TLS + WebSocket handshakes per server CPU-second) unless SCENARIOS
 #        says otherwise. A hibiki build without --tls-cert is left out (peers only).
+#        UWS=0: without uWebSockets (benches/peers/uws, uWebSockets.js on node, installed here
+#        with npm ci).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${TLS:-}" ] && [ "${TLS}" != 0 ] && ! command -v openssl >/dev/null; then
@@ -18,5 +20,9 @@ if [ -n "${TLS:-}" ] && [ "${TLS}" != 0 ] && ! command -v openssl >/dev/null; th
 fi
 cargo build --release --quiet --bin hibiki
 (cd benches/peers && cargo build --release --quiet --bins)
+if [ "${UWS:-1}" != 0 ]; then
+  command -v node >/dev/null || { echo "uWebSockets runs on node: install node, or UWS=0" >&2; exit 2; }
+  [ -d benches/peers/uws/node_modules ] || (cd benches/peers/uws && npm ci --no-audit --no-fund --ignore-scripts --silent)
+fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 exec python3 scripts/compare_peers.py "${1:-3}" "${2:-10}"

@@ -38,6 +38,13 @@ SERVERS = {
     "fastwebsockets": [f"{PEERS}/release/fastwebsockets_server", f"127.0.0.1:{PORT}", *([CERT, KEY] if TLS else [])],
     "tokio-tungstenite": [f"{PEERS}/release/tungstenite_server", f"127.0.0.1:{PORT}", *([CERT, KEY] if TLS else [])],
 }
+# uWebSockets (uWebSockets.js: the C++ server, a JavaScript handler per message) when node and
+# its package are there (scripts/compare-peers.sh installs it; UWS=0 leaves it out).
+UWS_DIR = "benches/peers/uws"
+if os.environ.get("UWS", "1") not in ("", "0"):
+    if not (shutil.which("node") and os.path.isdir(f"{UWS_DIR}/node_modules")):
+        sys.exit(f"UWS: node or {UWS_DIR}/node_modules is missing (npm ci in {UWS_DIR}, or UWS=0 to leave it out)")
+    SERVERS["uwebsockets"] = ["node", f"{UWS_DIR}/server.js", f"127.0.0.1:{PORT}", *([CERT, KEY] if TLS else [])]
 # The A/A contestant: hibiki again, the same binary and arguments, taking its own turns: how far
 # two runs of one server differ is the noise every ratio carries (AA=0 leaves it out).
 AA = os.environ.get("AA", "1") not in ("", "0")
