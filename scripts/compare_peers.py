@@ -38,8 +38,8 @@ SERVERS = {
     "fastwebsockets": [f"{PEERS}/release/fastwebsockets_server", f"127.0.0.1:{PORT}", *([CERT, KEY] if TLS else [])],
     "tokio-tungstenite": [f"{PEERS}/release/tungstenite_server", f"127.0.0.1:{PORT}", *([CERT, KEY] if TLS else [])],
 }
-# uWebSockets (uWebSockets.js: the C++ server, a JavaScript handler per message) when node and
-# its package are there (scripts/compare-peers.sh installs it; UWS=0 leaves it out).
+# uWebSockets (uWebSockets.js: the C++ server, a JavaScript handler per message): node and its
+# package must be there (scripts/compare-peers.sh installs it), else this stops; UWS=0 leaves it out.
 UWS_DIR = "benches/peers/uws"
 if os.environ.get("UWS", "1") not in ("", "0"):
     if not (shutil.which("node") and os.path.isdir(f"{UWS_DIR}/node_modules")):
