@@ -43,7 +43,10 @@ export async function run({ url = 'ws://127.0.0.1:8080/ws', room = 'chat:lobby',
     seen.typing = (await typing).user === bob.user;
     log('ann: sees Bob typing');
 
-    const hello = once(ann, 'message', (m) => m.room === room && m.data?.text?.startsWith('Hello'));
+    // Each message reaches both: the other side and the sender's own copy (the room echoes it),
+    // which may come after the ack, so the example waits for both.
+    const isHello = (m) => m.room === room && m.data?.text?.startsWith('Hello');
+    const hello = Promise.all([once(ann, 'message', isHello), once(bob, 'message', isHello)]);
     const { seq } = await bob.publish(room, { kind: 'chat', text: 'Hello Ann! Is the release out?', name: 'Bob' });
     await hello;
     const receipt = once(bob, 'read', (p) => p.room === room);
@@ -51,7 +54,8 @@ export async function run({ url = 'ws://127.0.0.1:8080/ws', room = 'chat:lobby',
     seen.readUpTo = (await receipt).seq;
     log(`bob: Ann has read up to seq ${seen.readUpTo}`);
 
-    const reply = once(bob, 'message', (m) => m.room === room && m.data?.text?.startsWith('Yes'));
+    const isReply = (m) => m.room === room && m.data?.text?.startsWith('Yes');
+    const reply = Promise.all([once(bob, 'message', isReply), once(ann, 'message', isReply)]);
     await ann.publish(room, { kind: 'chat', text: 'Yes, 0.1 shipped an hour ago.', name: 'Ann' });
     await reply;
     return seen;
