@@ -11,13 +11,13 @@
 //! handshake, frames, the close handshake, timeouts, failures by cause, and the run's phases.
 //!
 //! Here is the event loop; the connection table is in `driver/conns.rs`, what the threads
-//! share and count in `driver/shared.rs`, the workload trait in `driver/workload.rs`. A
-//! `wss://` connection has a rustls `ClientConnection` besides (see `driver/tls.rs`): its
-//! socket bytes go through rustls on the way in and out, and the plaintext takes the same path
+//! share and count in `driver/shared.rs`, the workload trait in `driver/workload.rs`, the
+//! connect and the failure causes of socket errors in `driver/sock.rs`. A `wss://` connection
+//! has a rustls `ClientConnection` besides (see `driver/tls.rs`): its socket bytes go through
+//! rustls on the way in and out, and the plaintext takes the same path
 //! as a plain connection's bytes. A plain connection pays one branch for it.
 
 use std::io::{self, Read as _, Write as _};
-use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -26,7 +26,6 @@ use mio::event::Event as IoEvent;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::proto::deflate::{DeflateConfig, DeflateState};
 use crate::proto::handshake::{
@@ -40,12 +39,15 @@ use super::scenarios::Tally;
 
 mod conns;
 mod shared;
+mod sock;
 mod tls;
 mod workload;
 
 pub(crate) use conns::Conns;
 use conns::{Conn, State};
 pub(crate) use shared::{DriverStats, Plan, Shared, Timeline};
+pub(crate) use sock::classify;
+use sock::connect;
 pub(crate) use workload::Workload;
 
 /// Bytes one `read` may bring.
@@ -728,49 +730,6 @@ impl<'a, W: Workload> Driver<'a, W> {
     }
 }
 
-/// Starts a non-blocking TCP connect to `addr` (with `TCP_NODELAY`), from `source` if given
-/// (bound with `SO_REUSEADDR`, port chosen by the kernel).
-fn connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nonblocking(true)?;
-    socket.set_tcp_nodelay(true)?;
-    if let Some(ip) = source {
-        socket.set_reuse_address(true)?;
-        socket.bind(&SocketAddr::new(ip, 0).into())?;
-    }
-    match socket.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if in_progress(&e) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(socket.into()))
-}
-
-/// Whether a non-blocking connect is under way (EINPROGRESS, which std has no stable kind for).
-fn in_progress(e: &io::Error) -> bool {
-    #[cfg(target_os = "linux")]
-    const EINPROGRESS: i32 = 115;
-    #[cfg(not(target_os = "linux"))]
-    const EINPROGRESS: i32 = 36;
-    e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(EINPROGRESS)
-}
-
-/// The failure cause of an I/O error.
-pub(crate) fn classify(e: &io::Error) -> FailureCause {
-    use io::ErrorKind as K;
-    match e.kind() {
-        K::ConnectionRefused => FailureCause::Refused,
-        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => FailureCause::Reset,
-        K::TimedOut => FailureCause::ConnectTimeout,
-        K::AddrNotAvailable | K::AddrInUse => FailureCause::NoLocalPort,
-        kind => match e.raw_os_error() {
-            // ENFILE, EMFILE.
-            Some(23 | 24) => FailureCause::TooManyFiles,
-            _ => FailureCause::Io(kind.to_string()),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -778,22 +737,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn connects_from_another_loopback_address() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let source: IpAddr = "127.0.0.2".parse().unwrap();
-        let _stream = connect(listener.local_addr().unwrap(), Some(source)).unwrap();
-        listener.set_nonblocking(false).unwrap();
-        let (_accepted, peer) = listener.accept().unwrap();
-        assert_eq!(peer.ip(), source);
-    }
-
-    #[test]
-    fn classifies_errors() {
-        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
-        assert_eq!(classify(&refused), FailureCause::Refused);
-        assert_eq!(classify(&io::Error::from(io::ErrorKind::BrokenPipe)), FailureCause::Reset);
-        assert_eq!(classify(&io::Error::from_raw_os_error(24)), FailureCause::TooManyFiles);
-        assert!(in_progress(&io::Error::from(io::ErrorKind::WouldBlock)));
+    fn timeline_and_shared_start_unset() {
         let timeline = Timeline { start: 10, measure: 20, end: 30 };
         assert!(!timeline.measuring(19) && timeline.measuring(20) && !timeline.measuring(30));
         let shared = Shared::new(2, Duration::from_nanos(10), Duration::from_nanos(10));
