@@ -10,6 +10,8 @@
 #        tokio-rustls variants) and to `hibiki load --ca`; scenarios echo-16, echo-1, echo-16k
 #        and connect (full TLS + WebSocket handshakes per server CPU-second) unless SCENARIOS
 #        says otherwise. A hibiki build without --tls-cert is left out (peers only).
+#        ONLY="hibiki fastwebsockets": just these servers.
+#        BASELINE=path/to/hibiki: an older build as one more server, "baseline" (before/after).
 #        UWS=0: without uWebSockets (benches/peers/uws, uWebSockets.js on node, installed here
 #        with npm ci).
 set -euo pipefail

@@ -56,9 +56,17 @@ if TLS:
         print("hibiki serve has no --tls-cert in this build: measuring the peers only", file=sys.stderr)
         del SERVERS["hibiki"]
         SERVERS.pop("hibiki-aa", None)
+# BASELINE=path/to/an/older/hibiki: that build too, as the server "baseline" with the same
+# arguments (the load tool stays this build's): a change measured before and after in one run.
+if os.environ.get("BASELINE") and "hibiki" in SERVERS:
+    SERVERS["baseline"] = [os.environ["BASELINE"], *SERVERS["hibiki"][1:]]
+# ONLY="hibiki fastwebsockets": just these servers (hibiki's A/A turns stay with hibiki).
+if os.environ.get("ONLY"):
+    keep = os.environ["ONLY"].split() + (["hibiki-aa", "baseline"] if "hibiki" in os.environ["ONLY"].split() else [])
+    SERVERS = {name: command for name, command in SERVERS.items() if name in keep}
 URL = f"{'wss' if TLS else 'ws'}://127.0.0.1:{PORT}"
 # name: (load arguments, what to compare[, only these servers])
-HIBIKI_ONLY = ("hibiki", "hibiki-aa")
+HIBIKI_ONLY = ("hibiki", "hibiki-aa", "baseline")
 SCENARIOS = {
     "echo-1": (["echo", "--url", f"{URL}/echo", "-c", "100", "--in-flight", "1", "--payload", "20"], "cpu"),
     "echo-16": (["echo", "--url", f"{URL}/echo", "-c", "100", "--in-flight", "16", "--payload", "20"], "cpu"),

@@ -355,6 +355,32 @@ fn broadcast_reaches_every_member_once() {
 }
 
 #[test]
+fn a_fan_out_written_over_several_turns_reaches_every_member_in_order_once() {
+    // 600 members on one worker: more than one turn writes (a slice is a quarter of those
+    // waiting, at least 256), and the publisher's next messages arrive while a sweep is under
+    // way, joining the members not yet written.
+    let server = start(Server::builder().threads(1), ServeApp::default());
+    let addr = server.local_addr();
+    let mut members: Vec<Peer> = (0..600).map(|_| Peer::connect(addr, "/broadcast")).collect();
+    let handle = server.handle();
+    assert!(eventually(Duration::from_secs(10), || handle.stats().snapshot().connections == 600));
+    for round in 0..5 {
+        for i in 0..8 {
+            members[599].send_text(&format!("m{}", round * 8 + i));
+        }
+    }
+    for (m, member) in members.iter_mut().enumerate() {
+        for n in 0..40 {
+            let event = member.next_event(Duration::from_secs(10));
+            assert_eq!(event, Some(Event::Text(Bytes::from(format!("m{n}")))), "member {m}, message {n}");
+        }
+    }
+    for member in &mut members[..10] {
+        assert!(member.next_event(Duration::from_millis(50)).is_none(), "exactly once");
+    }
+}
+
+#[test]
 fn a_handshake_storm_is_paced_and_open_connections_keep_their_pace() {
     let server = start(Server::builder().handshake_rate(50), ServeApp::default());
     let addr = server.local_addr();

@@ -1,6 +1,7 @@
 //! The part of a worker that callbacks reach: its connections, sending, corking, admission
 //! and closing.
 
+use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,8 +33,9 @@ pub(crate) struct Core<C> {
     /// Replies to the connection being served, written at once at the end of its read.
     pub(crate) cork: BytesMut,
     pub(crate) cork_owner: Option<usize>,
-    /// Connections with queued frames to flush at the end of the turn.
-    pub(crate) dirty: Vec<usize>,
+    /// Connections with queued frames to flush, first marked first: a turn flushes a slice
+    /// of them ([`flush_slice`](super::worker::flush_slice)), the next turn goes on.
+    pub(crate) dirty: VecDeque<usize>,
     pub(crate) next_generation: u32,
     pub(crate) wheel: Wheel,
     /// How long the last app tick took, from its start until its frames were written.
@@ -84,7 +86,7 @@ impl<C: Send + 'static> Core<C> {
         let conn = &mut self.conns[key];
         if !conn.dirty {
             conn.dirty = true;
-            self.dirty.push(key);
+            self.dirty.push_back(key);
         }
     }
 

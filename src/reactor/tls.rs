@@ -187,7 +187,10 @@ impl Tls {
             }
             match self.session.process_new_packets() {
                 Ok(state) => {
-                    if state.plaintext_bytes_to_read() > 0 {
+                    let ready = state.plaintext_bytes_to_read();
+                    if ready > 0 {
+                        // Grown once to fit, not chunk by chunk.
+                        plain.reserve(ready);
                         let mut reader = self.session.reader();
                         loop {
                             let chunk = match reader.fill_buf() {

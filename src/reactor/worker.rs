@@ -2,6 +2,7 @@
 //! the loop that polls, accepts, reads (in `read.rs`), writes, runs commands and timers, and
 //! shuts down.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
@@ -31,6 +32,21 @@ const WAKER: Token = Token(usize::MAX - 2);
 pub(super) const READ_SIZE: usize = 64 * 1024;
 /// New connections accepted per loop turn, so accepting never starves reading.
 const ACCEPT_BATCH: usize = 128;
+/// Connections a turn writes at least before it looks at the sockets again; see
+/// [`flush_slice`].
+const FLUSH_SLICE: usize = 256;
+
+/// How many of `waiting` connections a turn writes: a quarter of them, at least
+/// [`FLUSH_SLICE`]. A fan-out to thousands of members is written over four turns or so, and
+/// between them the worker reads again: what arrived meanwhile (the next publishes, a ping, a
+/// handshake) waits for a slice instead of the whole sweep, and a new message joins the
+/// members not yet written in the same write as the messages before it. Members are written
+/// in the order they were marked, once per sweep, so each write carries more messages (fewer
+/// syscalls per delivery), and reading only four times per sweep keeps a fast publisher from
+/// piling messages up faster than the sweep writes them.
+pub(crate) fn flush_slice(waiting: usize) -> usize {
+    FLUSH_SLICE.max(waiting / 4)
+}
 
 pub(crate) struct Worker<H: Handler> {
     pub(super) core: Core<H::Command>,
@@ -51,6 +67,8 @@ pub(crate) struct Worker<H: Handler> {
     pub(super) more_to_read: Vec<usize>,
     /// Loop turns so far (read budgets are per turn).
     pub(super) turn: u32,
+    /// When the app tick whose frames are still being written started.
+    pub(super) tick_started: Option<Instant>,
     /// Handshake tokens left (refilled each tick up to one second's worth).
     pub(super) tokens: f64,
     pub(super) last_refill: Instant,
@@ -87,7 +105,7 @@ impl<H: Handler> Worker<H> {
                 stats,
                 cork: BytesMut::with_capacity(READ_SIZE),
                 cork_owner: None,
-                dirty: Vec::new(),
+                dirty: VecDeque::new(),
                 next_generation: 0,
                 wheel: Wheel::new(TICK, now),
                 last_tick_work: None,
@@ -106,6 +124,7 @@ impl<H: Handler> Worker<H> {
             accept_ready: true,
             more_to_read: Vec::new(),
             turn: 0,
+            tick_started: None,
             tokens,
             last_refill: now,
             next_app_tick,
@@ -158,10 +177,15 @@ impl<H: Handler> Worker<H> {
                 self.accept();
             }
             self.run_timers();
-            let ticked = self.run_app_tick();
+            if let Some(start) = self.run_app_tick() {
+                self.tick_started = Some(start);
+            }
             self.flush_dirty();
-            if let Some(start) = ticked {
-                self.core.last_tick_work = Some(start.elapsed());
+            if self.core.dirty.is_empty() {
+                if let Some(start) = self.tick_started.take() {
+                    // The tick's frames are all written (in one turn or over several).
+                    self.core.last_tick_work = Some(start.elapsed());
+                }
             }
             if let Some(deadline) = self.shutdown_deadline {
                 if self.core.conns.is_empty() || self.core.now >= deadline {
@@ -422,8 +446,11 @@ impl<H: Handler> Worker<H> {
         self.flush(key);
     }
 
+    /// Flushes a slice of the connections waiting ([`flush_slice`]), the first marked first;
+    /// the rest wait for the next turn (which then polls without waiting).
     fn flush_dirty(&mut self) {
-        while let Some(key) = self.core.dirty.pop() {
+        for _ in 0..flush_slice(self.core.dirty.len()) {
+            let Some(key) = self.core.dirty.pop_front() else { break };
             let Some(conn) = self.core.conns.get_mut(key) else { continue };
             conn.dirty = false;
             if !conn.blocked {
