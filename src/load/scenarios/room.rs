@@ -19,7 +19,10 @@
 //! one with a newer one (counted as replaced, not lost).
 
 use std::io::Write as _;
+use std::sync::LazyLock;
 use std::sync::atomic::Ordering;
+
+use memchr::memmem;
 
 use super::super::driver::{Conns, Shared, Timeline, Workload};
 use super::super::target::Route;
@@ -237,31 +240,30 @@ fn number_after(body: &[u8], key: &[u8]) -> Option<u64> {
 
 /// The number after the last `key` in `hay`.
 fn last_number(hay: &[u8], key: &[u8]) -> Option<u64> {
-    let at = hay.windows(key.len()).rposition(|w| w == key)?;
+    let at = rfind(hay, key)?;
     digits(&hay[at + key.len()..]).map(|(n, _)| n)
 }
 
 /// The `ts` a batch ends with (`...],"ts":1700000000000}`): when the server's tick ran, ms.
 fn batch_ts(body: &[u8]) -> Option<u64> {
     const TS: &[u8] = b"\"ts\":";
-    let at = body.windows(TS.len()).rposition(|w| w == TS)?;
+    let at = rfind(body, TS)?;
     let digits = &body[at + TS.len()..];
     let end = digits.iter().position(|b| !b.is_ascii_digit()).unwrap_or(digits.len());
     std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
 }
 
-/// Where `needle` first occurs in `hay`.
+/// Where `needle` first occurs in `hay` (SIMD search: this runs for every delivery; the
+/// marker's searcher is built once).
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    let first = *needle.first()?;
-    let mut from = 0;
-    while let Some(i) = hay.get(from..)?.iter().position(|&b| b == first) {
-        let at = from + i;
-        if hay.get(at..at + needle.len())? == needle {
-            return Some(at);
-        }
-        from = at + 1;
-    }
-    None
+    static MARKER_FINDER: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(MARKER));
+    if needle == MARKER { MARKER_FINDER.find(hay) } else { memmem::find(hay, needle) }
+}
+
+/// Where `needle` last occurs in `hay`; the seq key's searcher is built once.
+fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    static SEQ_FINDER: LazyLock<memmem::FinderRev<'static>> = LazyLock::new(|| memmem::FinderRev::new(SEQ));
+    if needle == SEQ { SEQ_FINDER.rfind(hay) } else { memmem::rfind(hay, needle) }
 }
 
 /// `SEND_NS;s=SEQ;` (what follows a `t=` marker) as (send time, seq).
