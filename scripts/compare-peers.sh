@@ -11,7 +11,8 @@
 #        and connect (full TLS + WebSocket handshakes per server CPU-second) unless SCENARIOS
 #        says otherwise. A hibiki build without --tls-cert is left out (peers only).
 #        ONLY="hibiki fastwebsockets": just these servers.
-#        BASELINE=path/to/hibiki: an older build as one more server, "baseline" (before/after).
+#        BASELINE=path/to/hibiki: an older build as one more server, "baseline": before and
+#        after beside the peers (scripts/compare-builds.sh compares two builds alone).
 #        UWS=0: without uWebSockets (benches/peers/uws, uWebSockets.js on node, installed here
 #        with npm ci).
 set -euo pipefail
