@@ -135,6 +135,10 @@ fn config_from_pem(cert: &[u8], key: &[u8]) -> io::Result<Arc<rustls::ServerConf
     Ok(Arc::new(config))
 }
 
+/// Ciphertext rustls may hold for a connection before it refuses more plaintext: two of the
+/// worker's reads.
+const CIPHERTEXT_LIMIT: usize = 2 * super::worker::READ_SIZE;
+
 /// A connection's TLS state: boxed in [`Conn`](super::conn::Conn), so a plain connection
 /// pays one pointer for it.
 pub(crate) struct Tls {
@@ -166,7 +170,13 @@ pub(crate) enum Fed {
 
 impl Tls {
     pub(crate) fn new(config: Arc<rustls::ServerConfig>) -> io::Result<Self> {
-        let session = ServerConnection::new(config).map_err(io::Error::other)?;
+        let mut session = ServerConnection::new(config).map_err(io::Error::other)?;
+        // rustls holds at most 64 KiB of ciphertext by default: the replies to one 64 KiB read
+        // (a little more once framed and sealed) would not fit, and the rest would wait in the
+        // connection's queue for a second write. Room for two reads' worth keeps them in one
+        // write. Past it, frames wait in the connection's queue, which the outbound limits
+        // count.
+        session.set_buffer_limit(Some(CIPHERTEXT_LIMIT));
         Ok(Self { session, fresh: true, notified: false })
     }
 
