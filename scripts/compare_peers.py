@@ -61,8 +61,9 @@ if TLS:
 if os.environ.get("BASELINE") and "hibiki" in SERVERS:
     SERVERS["baseline"] = [os.environ["BASELINE"], *SERVERS["hibiki"][1:]]
 # ONLY="hibiki fastwebsockets": just these servers (hibiki's A/A turns stay with hibiki).
-if os.environ.get("ONLY"):
-    keep = os.environ["ONLY"].split() + (["hibiki-aa", "baseline"] if "hibiki" in os.environ["ONLY"].split() else [])
+ONLY = os.environ.get("ONLY", "").split()
+if ONLY:
+    keep = ONLY + (["hibiki-aa", "baseline"] if "hibiki" in ONLY else [])
     SERVERS = {name: command for name, command in SERVERS.items() if name in keep}
 URL = f"{'wss' if TLS else 'ws'}://127.0.0.1:{PORT}"
 # name: (load arguments, what to compare[, only these servers])

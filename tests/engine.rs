@@ -11,7 +11,7 @@ use bytes::Bytes;
 use common::{Peer, eventually, http, start, status_of};
 use hibiki::app::ServeApp;
 use hibiki::proto::{CloseCode, Event, MessageKind};
-use hibiki::reactor::{Rejection, Server};
+use hibiki::reactor::{Rejection, Running, Server};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -340,11 +340,7 @@ fn message_larger_than_the_socket_buffers_both_ways() {
 #[test]
 fn broadcast_reaches_every_member_once() {
     let server = start(Server::builder().threads(2), ServeApp::default());
-    let addr = server.local_addr();
-    let mut members: Vec<Peer> = (0..6).map(|_| Peer::connect(addr, "/broadcast")).collect();
-    // Let every member register before the publish.
-    let handle = server.handle();
-    assert!(eventually(SEC, || handle.stats().snapshot().connections == 6));
+    let mut members = broadcast_members(&server, 6);
     members[0].send_text("to all");
     for member in &mut members {
         assert_eq!(member.recv(), Event::Text(Bytes::from("to all")));
@@ -354,25 +350,38 @@ fn broadcast_reaches_every_member_once() {
     }
 }
 
+/// `n` members of `/broadcast`, every one registered before it returns.
+fn broadcast_members(server: &Running<ServeApp>, n: usize) -> Vec<Peer> {
+    let members: Vec<Peer> = (0..n).map(|_| Peer::connect(server.local_addr(), "/broadcast")).collect();
+    let handle = server.handle();
+    assert!(eventually(Duration::from_secs(10), || handle.stats().snapshot().connections == n as u64));
+    members
+}
+
 #[test]
 fn a_fan_out_written_over_several_turns_reaches_every_member_in_order_once() {
-    // 600 members on one worker: more than one turn writes (a slice is a quarter of those
-    // waiting, at least 256), and the publisher's next messages arrive while a sweep is under
-    // way, joining the members not yet written.
+    // 600 members on one worker: a sweep takes more than one turn (a slice is a quarter of
+    // those waiting, at least 256). The publisher sends 8, waits for its own copies (which
+    // come at once, with the read), and sends the next 8, so its publishes arrive while the
+    // others are still being written; nobody else reads until the end.
     let server = start(Server::builder().threads(1), ServeApp::default());
-    let addr = server.local_addr();
-    let mut members: Vec<Peer> = (0..600).map(|_| Peer::connect(addr, "/broadcast")).collect();
-    let handle = server.handle();
-    assert!(eventually(Duration::from_secs(10), || handle.stats().snapshot().connections == 600));
+    let mut members = broadcast_members(&server, 600);
+    let publisher = 599;
+    let expect = |member: &mut Peer, n: usize, m: usize| {
+        let event = member.next_event(Duration::from_secs(10));
+        assert_eq!(event, Some(Event::Text(Bytes::from(format!("m{n}")))), "member {m}, message {n}");
+    };
     for round in 0..5 {
         for i in 0..8 {
-            members[599].send_text(&format!("m{}", round * 8 + i));
+            members[publisher].send_text(&format!("m{}", round * 8 + i));
+        }
+        for i in 0..8 {
+            expect(&mut members[publisher], round * 8 + i, publisher);
         }
     }
-    for (m, member) in members.iter_mut().enumerate() {
+    for (m, member) in members.iter_mut().enumerate().take(publisher) {
         for n in 0..40 {
-            let event = member.next_event(Duration::from_secs(10));
-            assert_eq!(event, Some(Event::Text(Bytes::from(format!("m{n}")))), "member {m}, message {n}");
+            expect(member, n, m);
         }
     }
     for member in &mut members[..10] {

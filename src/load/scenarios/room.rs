@@ -198,10 +198,13 @@ impl<'a> App<'a> {
     /// Counts the deliveries stamped in `body`, received at `now` by the member with `track`.
     fn deliveries(&mut self, body: &[u8], now: u64, track: Option<usize>) {
         let measuring = self.timeline.is_some_and(|tl| tl.measuring(now));
+        // Searched for in every delivery: the searcher is built once.
+        static MARKER_FINDER: LazyLock<memmem::Finder<'static>> =
+            LazyLock::new(|| memmem::Finder::new(MARKER));
         let mut rest = body;
-        while let Some(at) = find(rest, MARKER) {
+        while let Some(at) = MARKER_FINDER.find(rest) {
             // The message's room seq comes before its data.
-            let room_seq = last_number(&rest[..at], SEQ);
+            let room_seq = last_seq(&rest[..at]);
             rest = &rest[at + MARKER.len()..];
             let Some((sent_at, seq)) = parse_stamp(rest) else {
                 self.tally.errors += 1;
@@ -238,32 +241,26 @@ fn number_after(body: &[u8], key: &[u8]) -> Option<u64> {
     digits(&body[at + key.len()..]).map(|(n, _)| n)
 }
 
-/// The number after the last `key` in `hay`.
-fn last_number(hay: &[u8], key: &[u8]) -> Option<u64> {
-    let at = rfind(hay, key)?;
-    digits(&hay[at + key.len()..]).map(|(n, _)| n)
+/// The number after the last `"seq":` in `hay` (its searcher built once: this runs for every
+/// delivery).
+fn last_seq(hay: &[u8]) -> Option<u64> {
+    static SEQ_FINDER: LazyLock<memmem::FinderRev<'static>> = LazyLock::new(|| memmem::FinderRev::new(SEQ));
+    let at = SEQ_FINDER.rfind(hay)?;
+    digits(&hay[at + SEQ.len()..]).map(|(n, _)| n)
 }
 
 /// The `ts` a batch ends with (`...],"ts":1700000000000}`): when the server's tick ran, ms.
 fn batch_ts(body: &[u8]) -> Option<u64> {
     const TS: &[u8] = b"\"ts\":";
-    let at = rfind(body, TS)?;
+    let at = memmem::rfind(body, TS)?;
     let digits = &body[at + TS.len()..];
     let end = digits.iter().position(|b| !b.is_ascii_digit()).unwrap_or(digits.len());
     std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
 }
 
-/// Where `needle` first occurs in `hay` (SIMD search: this runs for every delivery; the
-/// marker's searcher is built once).
+/// Where `needle` first occurs in `hay`.
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    static MARKER_FINDER: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(MARKER));
-    if needle == MARKER { MARKER_FINDER.find(hay) } else { memmem::find(hay, needle) }
-}
-
-/// Where `needle` last occurs in `hay`; the seq key's searcher is built once.
-fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    static SEQ_FINDER: LazyLock<memmem::FinderRev<'static>> = LazyLock::new(|| memmem::FinderRev::new(SEQ));
-    if needle == SEQ { SEQ_FINDER.rfind(hay) } else { memmem::rfind(hay, needle) }
+    memmem::find(hay, needle)
 }
 
 /// `SEND_NS;s=SEQ;` (what follows a `t=` marker) as (send time, seq).
@@ -531,7 +528,7 @@ mod tests {
         app.on_ack(0, br#"{"type":"ack","id":6,"payload":{"id":6,"ok":true,"seq":13,"epoch":"e"},"ts":1}"#);
         app.on_ack(0, br#"{"type":"ack","id":7,"payload":{"id":7,"ok":true,"seq":1,"epoch":"f"},"ts":1}"#);
         assert_eq!(app.tally.epochs, [b"e".to_vec(), b"f".to_vec()], "the numbering started over once");
-        assert_eq!(last_number(b"\"seq\":1,\"seq\":23,x", SEQ), Some(23));
+        assert_eq!(last_seq(b"\"seq\":1,\"seq\":23,x"), Some(23));
         assert_eq!(number_after(b"{\"id\":77,", ID), Some(77));
         assert_eq!(parse_stamp(b"5;s=7;x"), Some((5, 7)));
         assert_eq!(find(b"abc\"t=", MARKER), Some(3));
