@@ -102,6 +102,9 @@ pub(crate) struct App<'a> {
     join: Vec<u8>,
     head: Vec<u8>,
     head_keyed: Vec<u8>,
+    /// How the server starts a single delivery of this room, up to its seq
+    /// (`{"type":"message","payload":{"room":"R","seq":`): read in place, without a search.
+    single: Vec<u8>,
     buf: Vec<u8>,
     pacer: Pacer,
     timeline: Option<Timeline>,
@@ -130,6 +133,7 @@ impl<'a> App<'a> {
         let join = format!(r#"{{"type":"join","id":1,"payload":{{"room":{room}}}}}"#).into_bytes();
         let head = format!(r#","payload":{{"room":{room},"echo":false,"data":""#);
         let head_keyed = format!(r#","payload":{{"room":{room},"echo":false,"key":"pos","data":""#);
+        let single = format!(r#"{{"type":"message","payload":{{"room":{room},"seq":"#);
         Self {
             shared,
             route,
@@ -139,6 +143,7 @@ impl<'a> App<'a> {
             join,
             head: head.into_bytes(),
             head_keyed: head_keyed.into_bytes(),
+            single: single.into_bytes(),
             buf: Vec::with_capacity(plan.payload + 128),
             pacer: match plan.window {
                 Some(window) => Pacer::closed_loop(plan.publishers, window),
@@ -197,7 +202,10 @@ impl<'a> App<'a> {
 
     /// Counts the deliveries stamped in `body`, received at `now` by the member with `track`.
     fn deliveries(&mut self, body: &[u8], now: u64, track: Option<usize>) {
-        let measuring = self.timeline.is_some_and(|tl| tl.measuring(now));
+        if let Some((room_seq, stamp)) = single_delivery(body, &self.single) {
+            self.delivery(Some(room_seq), stamp, now, track);
+            return;
+        }
         // Searched for in every delivery: the searcher is built once.
         static MARKER_FINDER: LazyLock<memmem::Finder<'static>> =
             LazyLock::new(|| memmem::Finder::new(MARKER));
@@ -206,27 +214,48 @@ impl<'a> App<'a> {
             // The message's room seq comes before its data.
             let room_seq = last_seq(&rest[..at]);
             rest = &rest[at + MARKER.len()..];
-            let Some((sent_at, seq)) = parse_stamp(rest) else {
-                self.tally.errors += 1;
-                continue;
-            };
-            if seq >> PUBLISHER_SHIFT >= self.publishers as u64 {
-                self.tally.errors += 1;
-                continue;
-            }
-            self.tally.received_total += 1;
-            if measuring {
-                self.tally.received += 1;
-                self.tally.latency.saturating_record(now.saturating_sub(sent_at) / 1000);
-            }
-            // What the drain waits for: deliveries new to their member (a repeat does not
-            // stand in for a message still on its way).
-            self.fresh += u64::from(match (track, room_seq.filter(|&s| s > 0)) {
-                (Some(t), Some(room_seq)) => self.tracks[t].see(room_seq, self.span),
-                _ => true,
-            });
+            self.delivery(room_seq, rest, now, track);
         }
     }
+
+    /// Counts one delivery: `stamp` is what follows its `t=` marker, `room_seq` the seq the
+    /// server gave it.
+    fn delivery(&mut self, room_seq: Option<u64>, stamp: &[u8], now: u64, track: Option<usize>) {
+        let Some((sent_at, seq)) = parse_stamp(stamp) else {
+            self.tally.errors += 1;
+            return;
+        };
+        if seq >> PUBLISHER_SHIFT >= self.publishers as u64 {
+            self.tally.errors += 1;
+            return;
+        }
+        self.tally.received_total += 1;
+        if self.timeline.is_some_and(|tl| tl.measuring(now)) {
+            self.tally.received += 1;
+            self.tally.latency.saturating_record(now.saturating_sub(sent_at) / 1000);
+        }
+        // What the drain waits for: deliveries new to their member (a repeat does not stand
+        // in for a message still on its way).
+        self.fresh += u64::from(match (track, room_seq.filter(|&s| s > 0)) {
+            (Some(t), Some(room_seq)) => self.tracks[t].see(room_seq, self.span),
+            _ => true,
+        });
+    }
+}
+
+/// A single delivery laid out as the server writes it (`single`, the seq, `,"from":"NAME",`,
+/// then `"data":"t=`): its room seq and what follows the marker. Anything else (a batch, a
+/// name with escapes, fields in another order) is `None`, for the search.
+fn single_delivery<'b>(body: &'b [u8], single: &[u8]) -> Option<(u64, &'b [u8])> {
+    const FROM: &[u8] = b",\"from\":\"";
+    const DATA: &[u8] = b",\"data\":\"t=";
+    let (room_seq, rest) = digits(body.strip_prefix(single)?)?;
+    let name = rest.strip_prefix(FROM)?;
+    let end = memchr::memchr2(b'"', b'\\', name)?;
+    if name[end] != b'"' {
+        return None;
+    }
+    Some((room_seq, name[end + 1..].strip_prefix(DATA)?))
 }
 
 /// Whether the publish stamped `seq` carries the `pos` key: in a tick room, every other one
@@ -510,6 +539,17 @@ mod tests {
         app.deliveries(batch.as_bytes(), 1, Some(0));
         assert_eq!((app.tally.received_total, app.tally.errors), (2, 0));
         app.deliveries(message(5).as_bytes(), 1, Some(0));
+        assert_eq!(
+            single_delivery(message(5).as_bytes(), &app.single).map(|(seq, _)| seq),
+            Some(5),
+            "a single delivery is read in place"
+        );
+        let escaped = message(8).replace(r#""anon-1""#, r#""a\",\"data\":\"t=1;s=1;""#);
+        assert_eq!(
+            single_delivery(escaped.as_bytes(), &app.single),
+            None,
+            "a name with an escape is searched"
+        );
         let mut seven = Seqs::default();
         seven.insert(7);
         let track = &app.tracks[0];
