@@ -186,9 +186,15 @@ impl<H: Handler> Worker<H> {
                 self.rbuf.clear();
                 continue;
             };
-            let own_buffer = !conn.input.is_empty() || !matches!(conn.phase, Phase::Open(_));
+            // Past the handshake, plaintext goes to the worker's buffer, after the unfinished
+            // frame the connection kept (if any).
+            let own_buffer = !matches!(conn.phase, Phase::Open(_));
             let mut plain = if own_buffer { conn.input.take() } else { std::mem::take(&mut self.tls_plain) };
-            let fed = tls.feed(&self.rbuf, &mut plain);
+            let prefix: &[u8] = if own_buffer { &[] } else { &conn.input };
+            let fed = tls.feed(&self.rbuf, prefix, &mut plain);
+            if !own_buffer && !plain.is_empty() {
+                conn.input.clear();
+            }
             self.rbuf.clear();
             if tls.session.wants_write() {
                 // The handshake's flight, a key update, a ticket: out at the end of the turn.
@@ -217,20 +223,14 @@ impl<H: Handler> Worker<H> {
                 }
                 Phase::Open(_) => {
                     self.on_frames(key, &mut plain);
-                    if own_buffer {
+                    if !plain.is_empty() {
                         if let Some(conn) = self.core.conns.get_mut(key) {
-                            conn.input = plain.into();
+                            // Keep the unfinished frame with its connection.
+                            conn.input.extend_from_slice(&plain);
                         }
-                    } else {
-                        if !plain.is_empty() {
-                            if let Some(conn) = self.core.conns.get_mut(key) {
-                                // Keep the unfinished frame with its connection.
-                                conn.input.extend_from_slice(&plain);
-                            }
-                            plain.clear();
-                        }
-                        self.tls_plain = plain;
+                        plain.clear();
                     }
+                    self.tls_plain = plain;
                 }
                 Phase::Http | Phase::Stream | Phase::Deferred { .. } => {}
             }
