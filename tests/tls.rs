@@ -87,6 +87,24 @@ fn pipelined_messages_of_every_size_come_back_whole_and_in_order() {
 }
 
 #[test]
+fn a_frame_sent_in_small_records_one_read_each_comes_back_whole() {
+    // Each read brings a little plaintext after the part of the frame the connection kept.
+    let cert = cert();
+    let server = tls_server(&cert);
+    let client = client_config(&[&cert]);
+    let mut peer = TlsPeer::connect(server.local_addr(), &client, "/echo");
+    let message: Vec<u8> = (0..10_000u32).map(|i| (i % 241) as u8).collect();
+    let mut frame = bytes::BytesMut::new();
+    peer.ws.send(MessageKind::Binary, &message, &mut frame).unwrap();
+    for piece in frame.chunks(999) {
+        peer.stream.write_all(piece).unwrap();
+        peer.stream.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    assert_eq!(peer.recv(), Event::Binary(message.into()));
+}
+
+#[test]
 fn broadcast_over_wss_reaches_every_member() {
     let cert = cert();
     let server = tls_server(&cert);

@@ -139,6 +139,10 @@ fn config_from_pem(cert: &[u8], key: &[u8]) -> io::Result<Arc<rustls::ServerConf
 /// worker's reads.
 const CIPHERTEXT_LIMIT: usize = 2 * super::worker::READ_SIZE;
 
+/// From this much plaintext at once, the copy out of rustls is placed ([`place_apart`]):
+/// below it, the copy is too short for the aliasing to cost what the placing does.
+const APART_MIN: usize = 4096;
+
 /// Fills the empty `plain` with `prefix`, with room after it for `len` bytes copied from
 /// `src`, which land half a page away from `src` modulo 4 KiB. rustls hands out a record's
 /// plaintext in a buffer of its own; a copy whose destination lies a few hundred bytes past
@@ -220,10 +224,14 @@ impl Tls {
                     if ready > 0 {
                         let mut reader = self.session.reader();
                         match reader.fill_buf() {
-                            Ok(first) if plain.is_empty() => {
-                                place_apart(plain, prefix, first.as_ptr(), ready)
+                            Ok(first) if plain.is_empty() && ready >= APART_MIN => {
+                                place_apart(plain, prefix, first.as_ptr(), ready);
                             }
                             // Grown once to fit, not chunk by chunk.
+                            _ if plain.is_empty() => {
+                                plain.reserve(prefix.len() + ready);
+                                plain.extend_from_slice(prefix);
+                            }
                             _ => plain.reserve(ready),
                         }
                         loop {
