@@ -187,8 +187,10 @@ impl<H: Handler> Worker<H> {
                 continue;
             };
             // Past the handshake, plaintext goes to the worker's buffer, after the unfinished
-            // frame the connection kept (if any).
-            let own_buffer = !matches!(conn.phase, Phase::Open(_));
+            // frame the connection kept (if any). A long one (a large message coming in over
+            // many reads) grows in its own buffer instead: copied in and out at every read, it
+            // would cost the square of its length.
+            let own_buffer = !matches!(conn.phase, Phase::Open(_)) || conn.input.len() > READ_SIZE;
             let mut plain = if own_buffer { conn.input.take() } else { std::mem::take(&mut self.tls_plain) };
             let prefix: &[u8] = if own_buffer { &[] } else { &conn.input };
             let fed = tls.feed(&self.rbuf, prefix, &mut plain);
@@ -219,6 +221,12 @@ impl<H: Handler> Worker<H> {
                     conn.input = plain.into();
                     if !conn.input.is_empty() {
                         self.on_request_bytes(key);
+                    }
+                }
+                Phase::Open(_) if own_buffer => {
+                    self.on_frames(key, &mut plain);
+                    if let Some(conn) = self.core.conns.get_mut(key) {
+                        conn.input = plain.into();
                     }
                 }
                 Phase::Open(_) => {
