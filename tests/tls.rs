@@ -40,16 +40,21 @@ fn tls_server(cert: &TestCert) -> Running<ServeApp> {
     serve(Server::builder().tls(tls_of(cert)), 2)
 }
 
+/// A TLS server and a peer on its `/echo` (the server runs while it is held).
+fn wss_echo() -> (Running<ServeApp>, TlsPeer) {
+    let cert = cert();
+    let server = tls_server(&cert);
+    let peer = TlsPeer::connect(server.local_addr(), &client_config(&[&cert]), "/echo");
+    (server, peer)
+}
+
 fn rejected(server: &Running<ServeApp>, why: Rejection) -> u64 {
     server.handle().stats().snapshot().rejected(why)
 }
 
 #[test]
 fn echo_over_wss_small_and_large_messages() {
-    let cert = cert();
-    let server = tls_server(&cert);
-    let client = client_config(&[&cert]);
-    let mut peer = TlsPeer::connect(server.local_addr(), &client, "/echo");
+    let (_server, mut peer) = wss_echo();
     assert_eq!(peer.stream.conn.alpn_protocol(), Some(&b"http/1.1"[..]), "ALPN offers http/1.1");
     for i in 0..100 {
         peer.send_text(&format!("hello {i}"));
@@ -68,10 +73,7 @@ fn echo_over_wss_small_and_large_messages() {
 fn pipelined_messages_of_every_size_come_back_whole_and_in_order() {
     // Frames that end mid-record and mid-read: the unfinished one waits with its connection
     // and goes first when the rest is decrypted.
-    let cert = cert();
-    let server = tls_server(&cert);
-    let client = client_config(&[&cert]);
-    let mut peer = TlsPeer::connect(server.local_addr(), &client, "/echo");
+    let (_server, mut peer) = wss_echo();
     let sizes = [16_384, 7, 16_390, 33_000, 1, 65_536, 4_095, 70_001, 16_383, 200, 131_072, 3];
     let messages: Vec<Vec<u8>> = sizes
         .iter()
@@ -89,10 +91,7 @@ fn pipelined_messages_of_every_size_come_back_whole_and_in_order() {
 #[test]
 fn a_frame_sent_in_small_records_one_read_each_comes_back_whole() {
     // Each read brings a little plaintext after the part of the frame the connection kept.
-    let cert = cert();
-    let server = tls_server(&cert);
-    let client = client_config(&[&cert]);
-    let mut peer = TlsPeer::connect(server.local_addr(), &client, "/echo");
+    let (_server, mut peer) = wss_echo();
     let message: Vec<u8> = (0..10_000u32).map(|i| (i % 241) as u8).collect();
     let mut frame = bytes::BytesMut::new();
     peer.ws.send(MessageKind::Binary, &message, &mut frame).unwrap();

@@ -143,21 +143,20 @@ const CIPHERTEXT_LIMIT: usize = 2 * super::worker::READ_SIZE;
 /// below it, the copy is too short for the aliasing to cost what the placing does.
 const APART_MIN: usize = 4096;
 
-/// Fills the empty `plain` with `prefix`, with room after it for `len` bytes copied from
-/// `src`, which land half a page away from `src` modulo 4 KiB. rustls hands out a record's
-/// plaintext in a buffer of its own; a copy whose destination lies a few hundred bytes past
-/// its source modulo a page (4 KiB aliasing: each load waits on an earlier store to the same
-/// page offset) runs at a fraction of the speed, and full 16 KiB records keep whatever
-/// distance the first one had. Costs at most a page of the worker's buffer.
-fn place_apart(plain: &mut BytesMut, prefix: &[u8], src: *const u8, len: usize) {
+/// Makes room in the empty `plain` for `before` bytes and then `len` bytes copied from `src`,
+/// starting it so that those land half a page away from `src` modulo 4 KiB. rustls hands out
+/// a record's plaintext in a buffer of its own; a copy whose destination lies a few hundred
+/// bytes past its source modulo a page (4 KiB aliasing: each load waits on an earlier store to
+/// the same page offset) runs at a fraction of the speed, and full 16 KiB records keep
+/// whatever distance the first one had. Costs at most a page of the worker's buffer.
+fn place_apart(plain: &mut BytesMut, before: usize, src: *const u8, len: usize) {
     const PAGE: usize = 4096;
-    plain.reserve(prefix.len() + len + PAGE);
-    let at = (plain.as_ptr() as usize).wrapping_add(prefix.len());
+    plain.reserve(before + len + PAGE);
+    let at = (plain.as_ptr() as usize).wrapping_add(before);
     let distance = at.wrapping_sub(src as usize) & (PAGE - 1);
     let gap = (PAGE / 2).wrapping_sub(distance) & (PAGE - 1);
     plain.resize(gap, 0);
     bytes::Buf::advance(plain, gap);
-    plain.extend_from_slice(prefix);
 }
 
 /// A connection's TLS state: boxed in [`Conn`](super::conn::Conn), so a plain connection
@@ -223,16 +222,17 @@ impl Tls {
                     let ready = state.plaintext_bytes_to_read();
                     if ready > 0 {
                         let mut reader = self.session.reader();
-                        match reader.fill_buf() {
-                            Ok(first) if plain.is_empty() && ready >= APART_MIN => {
-                                place_apart(plain, prefix, first.as_ptr(), ready);
+                        // Grown once to fit, not chunk by chunk.
+                        if plain.is_empty() {
+                            match reader.fill_buf() {
+                                Ok(first) if ready >= APART_MIN => {
+                                    place_apart(plain, prefix.len(), first.as_ptr(), ready);
+                                }
+                                _ => plain.reserve(prefix.len() + ready),
                             }
-                            // Grown once to fit, not chunk by chunk.
-                            _ if plain.is_empty() => {
-                                plain.reserve(prefix.len() + ready);
-                                plain.extend_from_slice(prefix);
-                            }
-                            _ => plain.reserve(ready),
+                            plain.extend_from_slice(prefix);
+                        } else {
+                            plain.reserve(ready);
                         }
                         loop {
                             let chunk = match reader.fill_buf() {
@@ -288,15 +288,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plaintext_lands_half_a_page_from_its_source_after_the_prefix() {
+    fn plaintext_lands_half_a_page_from_its_source_after_what_comes_before() {
         let source = vec![7u8; 40_000];
         for offset in [0, 1, 16, 511, 2048, 4095] {
             for prefix_len in [0, 6, 10_000] {
                 let prefix: Vec<u8> = (0..prefix_len).map(|i| i as u8).collect();
                 let src = source[offset..].as_ptr();
                 let mut plain = BytesMut::new();
-                place_apart(&mut plain, &prefix, src, 30_000);
-                assert_eq!(&plain[..], &prefix[..], "the prefix goes first");
+                place_apart(&mut plain, prefix.len(), src, 30_000);
+                assert!(plain.is_empty(), "nothing but room");
+                plain.extend_from_slice(&prefix);
                 let at = plain.as_ptr() as usize + plain.len();
                 assert_eq!(
                     at.wrapping_sub(src as usize) & 4095,
